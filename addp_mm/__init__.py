@@ -1,0 +1,8 @@
+"""addp_mm: ADDP (Alternating Denoising Diffusion Process, ICLR 2024) for OpenMMLab 2.x.
+
+Importing the package registers every module it defines: algorithms and their
+parts in mmpretrain's registries, and the dense-prediction parts also in mmdet's
+and mmseg's. Configs load it with ``custom_imports=dict(imports=['addp_mm'])``.
+"""
+from . import datasets, engine, evaluation, models  # noqa: F401
+from .version import __version__  # noqa: F401

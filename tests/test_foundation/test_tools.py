@@ -1,0 +1,103 @@
+"""tools/train.py and tools/test.py on a tiny mmpretrain classifier config."""
+import json
+import os
+import os.path as osp
+import pickle
+import re
+
+import pytest
+import torch
+from conftest import ROOT, run_tool
+
+CFG = osp.join(ROOT, 'configs', 'embedded', 'vit-tiny-p8_1xb16-20i_embedded-32px.py')
+TRAIN = osp.join(ROOT, 'tools', 'train.py')
+TEST = osp.join(ROOT, 'tools', 'test.py')
+
+
+def _load_runner_ckpt(path):
+    # a Runner checkpoint this test wrote itself: full unpickling is fine here
+    return torch.load(path, map_location='cpu', weights_only=False)
+
+
+@pytest.fixture(scope='module')
+def trained(embedded_cwd, tmp_path_factory):
+    work = str(tmp_path_factory.mktemp('cls_work'))
+    run_tool([TRAIN, CFG, '--work-dir', work, '--cfg-options', 'train_cfg.max_iters=2',
+              'train_cfg.val_interval=100'], cwd=embedded_cwd)
+    assert osp.isfile(osp.join(work, 'iter_2.pth'))
+    first = _load_runner_ckpt(osp.join(work, 'iter_2.pth'))
+    proc = run_tool([TRAIN, CFG, '--work-dir', work, '--resume', '--cfg-options',
+                     'train_cfg.max_iters=4', 'train_cfg.val_interval=100'], cwd=embedded_cwd)
+    return work, first, proc
+
+
+def test_train_then_auto_resume(trained):
+    work, first, proc = trained
+    log = proc.stdout + proc.stderr
+    assert re.search(r'resumed epoch: \d+, iter: 2', log), log[-3000:]
+    assert 'Iter(train) [3/4]' in log and 'Iter(train) [1/4]' not in log
+    last = _load_runner_ckpt(osp.join(work, 'iter_4.pth'))
+    assert first['meta']['iter'] == 2 and last['meta']['iter'] == 4
+    # AdamW's per-parameter step counter continued from the restored state
+    steps = {float(s['step']) for s in last['optimizer']['state'].values()}
+    assert steps == {4.0}
+    first_steps = {float(s['step']) for s in first['optimizer']['state'].values()}
+    assert first_steps == {2.0}
+    # weights moved on from the resumed ones
+    k = 'head.fc.weight'
+    assert not torch.equal(first['state_dict'][k], last['state_dict'][k])
+
+
+def test_test_tool_prints_and_dumps_accuracy(trained, embedded_cwd, tmp_path):
+    work, _, _ = trained
+    out = str(tmp_path / 'preds.pkl')
+    proc = run_tool([TEST, CFG, osp.join(work, 'iter_4.pth'), '--work-dir', str(tmp_path),
+                     '--out', out], cwd=embedded_cwd)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith('metrics: ')][-1]
+    metrics = json.loads(line[len('metrics: '):])
+    top1 = metrics['accuracy/top1']
+    with open(out, 'rb') as f:
+        preds = pickle.load(f)
+    assert len(preds) == 14 * 8  # 14 photos x 8 validation crops
+    correct = sum(int(p['pred_label'][0] == p['gt_label'][0]) for p in preds)
+    assert top1 == pytest.approx(100.0 * correct / len(preds), abs=1e-3)
+
+
+def test_two_process_cpu_training(embedded_cwd, tmp_path):
+    work = str(tmp_path / 'dist')
+    proc = run_tool(['-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29531',
+                     TRAIN, CFG, '--launcher', 'pytorch', '--work-dir', work,
+                     '--cfg-options', 'train_cfg.max_iters=2', 'train_cfg.val_interval=2'],
+                    cwd=embedded_cwd)
+    log = proc.stdout + proc.stderr
+    assert 'Distributed training: True' in log
+    assert osp.isfile(osp.join(work, 'iter_2.pth'))
+    ckpt = _load_runner_ckpt(osp.join(work, 'iter_2.pth'))
+    assert ckpt['meta']['iter'] == 2
+    # validation ran over the whole val split gathered from both ranks
+    assert re.search(r'accuracy/top1: [0-9.]+', log)
+
+
+def test_bad_cfg_option_key_is_named(embedded_cwd, tmp_path):
+    proc = run_tool([TRAIN, CFG, '--work-dir', str(tmp_path), '--cfg-options',
+                     'train_cfg.max_iter=3'], cwd=embedded_cwd, check=False)
+    assert proc.returncode != 0
+    assert "'max_iter' does not exist" in proc.stderr and 'train_cfg.max_iters' in proc.stderr
+    proc = run_tool([TRAIN, CFG, '--work-dir', str(tmp_path), '--cfg-options',
+                     'train_cfgg.max_iters=3'], cwd=embedded_cwd, check=False)
+    assert proc.returncode != 0 and "'train_cfgg' does not exist" in proc.stderr
+
+
+def test_missing_config_is_named(embedded_cwd, tmp_path):
+    missing = osp.join(ROOT, 'configs', 'embedded', 'vit-tiny-p8_1xb16-20i_embeded-32px.py')
+    for tool in ([TRAIN, missing], [TEST, missing, 'x.pth']):
+        proc = run_tool(tool, cwd=embedded_cwd, check=False)
+        assert proc.returncode != 0
+        assert 'config file not found' in proc.stderr
+        assert 'vit-tiny-p8_1xb16-20i_embedded-32px.py' in proc.stderr  # the suggestion
+
+
+def test_missing_checkpoint_for_test_tool(embedded_cwd, tmp_path):
+    proc = run_tool([TEST, CFG, str(tmp_path / 'nope.pth')], cwd=embedded_cwd, check=False)
+    assert proc.returncode != 0 and 'checkpoint not found' in proc.stderr
+    assert not os.listdir(tmp_path)

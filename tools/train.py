@@ -1,0 +1,100 @@
+"""Train any addp_mm config: mmpretrain (pretraining, classification), mmdet
+(detection) or mmseg (segmentation). The codebase is chosen by the config's
+``default_scope``.
+
+Examples::
+
+    python tools/train.py configs/addp/addp_vit-base-p16_32xb128-amp-coslr-1600e_in1k-256px.py
+    python tools/train.py CFG --work-dir work_dirs/x --resume            # auto-resume
+    python tools/train.py CFG --cfg-options train_cfg.max_iters=10
+    bash tools/dist_train.sh CFG 8                                        # torchrun, 8 processes
+"""
+import argparse
+import os
+import os.path as osp
+
+import _common  # noqa: F401  (environment + sys.path set-up; must come first)
+from _common import ToolError, check_cfg_options, check_scope, load_config, setup_cpu_distributed
+from mmengine.config import DictAction
+from mmengine.runner import Runner
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train an addp_mm model')
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('--work-dir', help='where logs and checkpoints go '
+                        '(default: work_dirs/<config name>)')
+    parser.add_argument('--resume', nargs='?', type=str, const='auto',
+                        help='resume from PATH, or from the latest checkpoint in the '
+                        'work dir when given without a value (or as "auto")')
+    parser.add_argument('--amp', action='store_true', help='mixed precision (AmpOptimWrapper)')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the lr by the actual total batch (needs auto_scale_lr in cfg)')
+    parser.add_argument('--no-validate', action='store_true', help='skip validation during training')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, e.g. train_cfg.max_iters=10')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def merge_args(cfg, args):
+    if args.cfg_options:
+        check_cfg_options(cfg, args.cfg_options)
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.amp:
+        wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if wrapper == 'AmpOptimWrapper':
+            pass
+        elif wrapper != 'OptimWrapper':
+            raise ToolError(f'--amp needs optim_wrapper.type OptimWrapper, got {wrapper!r}')
+        else:
+            import torch
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+            if not torch.cuda.is_available():
+                # mmengine's AmpOptimWrapper is CUDA-only; on CPU use bf16 autocast.
+                cfg.optim_wrapper.type = 'ADDPCPUAmpOptimWrapper'
+                cfg.optim_wrapper.pop('loss_scale', None)
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' not in cfg:
+            raise ToolError('--auto-scale-lr needs `auto_scale_lr = dict(base_batch_size=...)` '
+                            'in the config')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        if not osp.isfile(args.resume):
+            raise ToolError(f'--resume checkpoint not found: {args.resume!r}')
+        cfg.resume = True
+        cfg.load_from = args.resume
+    if args.no_validate:
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    return cfg
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = load_config(args.config)
+    check_scope(cfg)
+    cfg = merge_args(cfg, args)
+    setup_cpu_distributed(cfg, args.launcher)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else _build_custom_runner(cfg)
+    runner.train()
+
+
+def _build_custom_runner(cfg):
+    from mmengine.registry import RUNNERS
+    return RUNNERS.build(cfg)
+
+
+if __name__ == '__main__':
+    main()
