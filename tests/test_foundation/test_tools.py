@@ -4,6 +4,8 @@ import os
 import os.path as osp
 import pickle
 import re
+import runpy
+import sys
 
 import pytest
 import torch
@@ -78,26 +80,50 @@ def test_two_process_cpu_training(embedded_cwd, tmp_path):
     assert re.search(r'accuracy/top1: [0-9.]+', log)
 
 
-def test_bad_cfg_option_key_is_named(embedded_cwd, tmp_path):
-    proc = run_tool([TRAIN, CFG, '--work-dir', str(tmp_path), '--cfg-options',
-                     'train_cfg.max_iter=3'], cwd=embedded_cwd, check=False)
-    assert proc.returncode != 0
-    assert "'max_iter' does not exist" in proc.stderr and 'train_cfg.max_iters' in proc.stderr
-    proc = run_tool([TRAIN, CFG, '--work-dir', str(tmp_path), '--cfg-options',
-                     'train_cfgg.max_iters=3'], cwd=embedded_cwd, check=False)
-    assert proc.returncode != 0 and "'train_cfgg' does not exist" in proc.stderr
+def _run_in_process(script, argv, monkeypatch, capsys):
+    """Run a tool's ``main`` in this process; return (exit message, stderr)."""
+    monkeypatch.setattr(sys, 'argv', [script] + argv)
+    monkeypatch.syspath_prepend(osp.dirname(script))
+    with pytest.raises(SystemExit) as exc:
+        runpy.run_path(script, run_name='__main__')
+    return str(exc.value.code), capsys.readouterr().err
 
 
-def test_missing_config_is_named(embedded_cwd, tmp_path):
+def test_bad_cfg_option_key_is_named(embedded_cwd, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(embedded_cwd)
+    msg, _ = _run_in_process(TRAIN, [CFG, '--work-dir', str(tmp_path), '--cfg-options',
+                                     'train_cfg.max_iter=3'], monkeypatch, capsys)
+    assert "'max_iter' does not exist" in msg and 'train_cfg.max_iters' in msg
+    msg, _ = _run_in_process(TRAIN, [CFG, '--work-dir', str(tmp_path), '--cfg-options',
+                                     'train_cfgg.max_iters=3'], monkeypatch, capsys)
+    assert "'train_cfgg' does not exist" in msg
+    assert not os.listdir(tmp_path)  # failed before building anything
+
+
+def test_missing_config_is_named(embedded_cwd, monkeypatch, capsys):
+    monkeypatch.chdir(embedded_cwd)
     missing = osp.join(ROOT, 'configs', 'embedded', 'vit-tiny-p8_1xb16-20i_embeded-32px.py')
-    for tool in ([TRAIN, missing], [TEST, missing, 'x.pth']):
-        proc = run_tool(tool, cwd=embedded_cwd, check=False)
-        assert proc.returncode != 0
-        assert 'config file not found' in proc.stderr
-        assert 'vit-tiny-p8_1xb16-20i_embedded-32px.py' in proc.stderr  # the suggestion
+    for tool, argv in ((TRAIN, [missing]), (TEST, [missing, 'x.pth'])):
+        msg, _ = _run_in_process(tool, argv, monkeypatch, capsys)
+        assert 'config file not found' in msg
+        assert 'vit-tiny-p8_1xb16-20i_embedded-32px.py' in msg  # the suggestion
 
 
-def test_missing_checkpoint_for_test_tool(embedded_cwd, tmp_path):
-    proc = run_tool([TEST, CFG, str(tmp_path / 'nope.pth')], cwd=embedded_cwd, check=False)
-    assert proc.returncode != 0 and 'checkpoint not found' in proc.stderr
-    assert not os.listdir(tmp_path)
+def test_missing_checkpoint_for_test_tool(embedded_cwd, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(embedded_cwd)
+    msg, _ = _run_in_process(TEST, [CFG, str(tmp_path / 'nope.pth')], monkeypatch, capsys)
+    assert 'checkpoint not found' in msg
+
+
+def test_cpu_amp_wrapper_autocasts_to_bf16():
+    import addp_mm  # noqa: F401
+    from mmengine.registry import OPTIM_WRAPPERS
+    model = torch.nn.Linear(4, 2)
+    wrapper = OPTIM_WRAPPERS.build(dict(type='ADDPCPUAmpOptimWrapper', optimizer=torch.optim.SGD(
+        model.parameters(), lr=0.1)))
+    with wrapper.optim_context(model):
+        out = model(torch.randn(3, 4))
+    assert out.dtype == torch.bfloat16
+    before = model.weight.detach().clone()
+    wrapper.update_params(out.float().sum())
+    assert not torch.equal(before, model.weight)
