@@ -9,7 +9,8 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, run_tool
+from addp_mm.testing import REPO_ROOT as ROOT
+from addp_mm.testing import run_tool
 
 CFG = osp.join(ROOT, 'configs', 'embedded', 'vit-tiny-p8_1xb16-20i_embedded-32px.py')
 TRAIN = osp.join(ROOT, 'tools', 'train.py')
