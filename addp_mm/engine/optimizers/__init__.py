@@ -1,0 +1,1 @@
+from .layer_decay import *  # noqa: F401,F403

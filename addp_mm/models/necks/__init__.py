@@ -1,0 +1,1 @@
+from .simple_fpn import *  # noqa: F401,F403
