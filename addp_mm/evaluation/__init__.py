@@ -1,0 +1,1 @@
+from .fid import *  # noqa: F401,F403
