@@ -1,0 +1,1 @@
+from .addp_visualization_hook import *  # noqa: F401,F403

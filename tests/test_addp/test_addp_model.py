@@ -1,0 +1,187 @@
+"""ADDP algorithm built from the tiny config: frozen parts, trainable set,
+optimizer groups, the full-mask case, and the visualisation hook."""
+import copy
+
+import pytest
+import torch
+from addp_test_utils import TINY_CFG, make_tiny_frozen_checkpoints, read_key_list
+from mmengine.config import Config
+
+import addp_mm  # noqa: F401
+from mmpretrain.registry import MODELS
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    torch.set_num_threads(2)
+    cfg = Config.fromfile(TINY_CFG)
+    tok, tp = make_tiny_frozen_checkpoints(cfg.model, str(tmp_path_factory.mktemp('tiny_ckpt')))
+    cfg.model.tokenizer.checkpoint = tok
+    cfg.model.token_predictor.checkpoint = tp
+    return cfg
+
+
+def build(cfg, **overrides):
+    model_cfg = copy.deepcopy(cfg.model)
+    for k, v in overrides.items():
+        model_cfg[k].update(v)
+    torch.manual_seed(0)
+    model = MODELS.build(model_cfg)
+    model.init_weights()
+    return model
+
+
+def _images(n=2, size=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, size, size, generator=g)
+
+
+def test_frozen_parts_and_modes(tiny):
+    model = build(tiny)
+    assert model.num_tokens == 64 and model.token_grid == (8, 8)
+    assert model.neck.vocab_size == 64 + 10 + 1  # derived from the config
+    frozen = [p for n, p in model.named_parameters() if n.startswith(('tokenizer.', 'token_predictor.'))]
+    assert frozen and not any(p.requires_grad for p in frozen)
+    model.train()
+    assert model.backbone.training and model.neck.training
+    assert not model.tokenizer.training and not model.token_predictor.training
+    # the release behaviour: predictor dropout active during pretraining
+    rel = build(tiny, token_predictor=dict(train_dropout=True))
+    rel.train()
+    assert rel.token_predictor.training and not rel.tokenizer.training
+    rel.eval()
+    assert not rel.token_predictor.training
+    # the frozen weights come from the given checkpoints
+    sd = torch.load(tiny.model.tokenizer.checkpoint, weights_only=True)['state_dict']
+    assert torch.equal(model.tokenizer.codebook, sd['quantize.embedding.weight'])
+
+
+def test_trainable_set_matches_official_minus_unused(tiny):
+    model = build(tiny)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert all(n.startswith(('backbone.', 'neck.')) for n in trainable)
+    own = {k for k in read_key_list('addp_vit_base_patch16.txt')
+           if not k.startswith(('vqgan.', 'token_predictor.'))}
+    unused = {'decoder_pos_embed', 'pos_token_embed', 'pos_mask_embed', 'decoder_pred.weight',
+              'decoder_pred.bias'}
+    names = {n.split('.', 1)[1] for n in trainable}
+    # same names as the official file (up to block count), without the never-read ones
+    norm = lambda ks: {k for k in ks if not k.startswith(('blocks.', 'decoder_blocks.'))}  # noqa: E731
+    assert norm(names) == norm(own - unused)
+    assert {k.split('.', 2)[2] for k in names if k.startswith('blocks.')} == \
+        {k.split('.', 2)[2] for k in own if k.startswith('blocks.')}
+
+
+@pytest.mark.parametrize('full_mask', [False, True])
+def test_every_trainable_param_gets_a_gradient(tiny, full_mask):
+    """DDP runs without find_unused_parameters: every trainable parameter is in
+    the graph, also when m_t masks everything (~2.8% of official batches)."""
+    model = build(tiny)
+    model.train()
+    images = _images()
+    if full_mask:
+        m_t = torch.ones(2, 64)
+        m_n = torch.ones(2, 64)
+    else:
+        noise = torch.rand(2, 64, generator=torch.Generator().manual_seed(0))
+        m_t = model.mask_sampler.masks_from_noise(noise, 40)
+        m_n = model.mask_sampler.masks_from_noise(noise, 48)
+    out = model.forward_train_step(images, m_t, m_n, return_intermediates=True)
+    assert torch.isfinite(out['loss'])
+    out['loss'].backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
+    assert all(p.grad is None for n, p in model.named_parameters() if not p.requires_grad)
+    if full_mask:
+        assert out['logits'].shape[1] == 1 + 64
+        assert model.backbone.blocks[0].attn.qkv.weight.grad.abs().sum() == 0
+    else:
+        assert out['logits'].shape[1] == 1 + 64 + int((1 - m_t[0]).sum())
+        assert model.backbone.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+
+
+def test_loss_entry_draws_masks_and_is_seeded(tiny):
+    model = build(tiny)
+    model.eval()
+    x = _images()
+    torch.manual_seed(5)
+    a = model.loss(x, None)['loss']
+    torch.manual_seed(5)
+    b = model.loss([x], None)['loss']
+    assert torch.equal(a, b)
+    # mode='loss' through the data preprocessor (uint8 BGR -> RGB in [0,1])
+    data = dict(inputs=(x.flip(1) * 255).round().to(torch.uint8), data_samples=None)
+    proc = model.data_preprocessor(data, True)
+    torch.testing.assert_close(proc['inputs'][0] if isinstance(proc['inputs'], list)
+                               else proc['inputs'], (x * 255).round() / 255)
+    feats = model(proc['inputs'], mode='tensor')
+    assert feats.shape == (2, 65, 32)
+
+
+def test_optimizer_groups_weight_decay_and_no_frozen_state(tiny):
+    from mmengine.optim import build_optim_wrapper
+    model = build(tiny)
+    wrapper = build_optim_wrapper(model, copy.deepcopy(tiny.optim_wrapper))
+    wd = {}
+    id2name = {id(p): n for n, p in model.named_parameters()}
+    for group in wrapper.optimizer.param_groups:
+        for p in group['params']:
+            wd[id2name[id(p)]] = group['weight_decay']
+    # spec §1.7: decay on ndim > 1 except *.bias (mlm_layer.bias is [1,1,V])
+    for name in ('backbone.cls_token', 'backbone.pos_embed', 'backbone.patch_embed.proj.weight',
+                 'backbone.blocks.0.attn.qkv.weight', 'neck.mask_token', 'neck.token_emb.weight',
+                 'neck.decoder_pos_embed_learned', 'neck.decoder_pos_mask_embed',
+                 'neck.decoder_pos_token_embed', 'neck.mlm_layer.fc.weight'):
+        assert wd[name] == pytest.approx(0.05), name
+    for name in ('neck.mlm_layer.bias', 'backbone.blocks.0.attn.qkv.bias', 'backbone.norm.weight',
+                 'backbone.tokenizer_norm.weight', 'neck.mlm_layer.ln.weight',
+                 'neck.decoder_embed.bias', 'backbone.patch_embed.proj.bias'):
+        assert wd[name] == 0., name
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    for name in trainable:
+        p = dict(model.named_parameters())[name]
+        expected = 0.05 if (p.ndim > 1 and not name.endswith('.bias')) else 0.
+        assert wd[name] == pytest.approx(expected), name
+    model.train()
+    loss = model.loss(_images(), None)['loss']
+    wrapper.update_params(loss)
+    state_names = {id2name[id(p)] for p in wrapper.optimizer.state}
+    assert state_names == set(trainable)
+
+
+def test_tokens_to_pixels_soft_and_hard(tiny):
+    model = build(tiny)
+    model.eval()
+    z0, _ = model.tokenizer.encode(_images())
+    mask = torch.zeros(2, 64)
+    mask[:, :10] = 1
+    one_hot = torch.nn.functional.one_hot(z0, 64).float()
+    with torch.no_grad():
+        hard = model.tokenizer.decode_indices(z0)
+        # one-hot probabilities at masked positions == the hard decoding
+        torch.testing.assert_close(model.tokens_to_pixels(z0, one_hot, mask), hard)
+        uniform = torch.full((2, 64, 64), 1 / 64)
+        soft = model.tokens_to_pixels(z0, uniform, mask)
+        assert (soft - hard).abs().max() > 1e-3
+        # the soft latent is the probability-weighted codebook mean
+        z_soft = model.tokenizer.codebook.mean(0)
+        lat = model.tokenizer.embed(z0)
+        lat[:, :, 0, :] = z_soft[None, :, None]
+        lat[:, :, 1, :2] = z_soft[None, :, None]
+        torch.testing.assert_close(soft, model.tokenizer.decode(lat))
+
+
+def test_visualization_hook_panels(tiny):
+    from addp_mm.engine.hooks import ADDPVisualizationHook
+    model = build(tiny)
+    model.train()
+    hook = ADDPVisualizationHook(interval=1, num_images=2)
+    data = dict(inputs=(_images(3) * 255).to(torch.uint8), data_samples=None)
+    rows = hook.make_panels(model, data, step=7)
+    assert len(rows) == 2 and rows[0].shape == (64, 5 * 64, 3) and rows[0].dtype.name == 'uint8'
+    assert model.training and model.backbone.training  # mode restored
+    again = hook.make_panels(model, data, step=7)
+    assert all((a == b).all() for a, b in zip(rows, again))  # fixed masks per step
+    # the x_0 panel is the input image (RGB after the preprocessor's BGR->RGB flip)
+    x0 = torch.from_numpy(rows[0][:, :64]).permute(2, 0, 1)
+    assert torch.equal(x0, data['inputs'][0].flip(0))
