@@ -1,0 +1,1 @@
+from . import backbones, generation, layers, necks, selfsup, tokenizers, utils  # noqa: F401
