@@ -10,3 +10,18 @@ def embedded_cwd(tmp_path_factory) -> str:
     from addp_mm.datasets import build_embedded_photos
     build_embedded_photos(osp.join(cwd, 'data', 'embedded_photos'), crop_size=64)
     return cwd
+
+
+@pytest.fixture(autouse=True)
+def _mmpretrain_default_scope():
+    """Start every test in mmpretrain's scope.
+
+    mmengine keeps the most recently created ``DefaultScope`` process-wide, so a
+    detection or segmentation test would otherwise leave ``mmdet``/``mmseg`` as
+    the scope of every later registry build.
+    """
+    import uuid
+
+    from mmengine.registry import DefaultScope
+    DefaultScope.get_instance(f'addp-test-{uuid.uuid4().hex}', scope_name='mmpretrain')
+    yield
