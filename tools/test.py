@@ -43,7 +43,7 @@ def add_outputs(cfg, scope: str, args) -> None:
     if vis is None:
         raise ToolError('--show-dir needs a `visualization` entry in default_hooks')
     if scope == 'mmpretrain':
-        vis.update(enable=True, out_dir=osp.abspath(args.show_dir))
+        vis.update(enable=True, interval=1, out_dir=osp.abspath(args.show_dir))
     elif scope == 'mmdet':
         vis.update(draw=True, test_out_dir=osp.abspath(args.show_dir))
     else:  # mmseg draws into the visualizer's save_dir

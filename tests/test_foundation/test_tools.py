@@ -54,8 +54,9 @@ def test_train_then_auto_resume(trained):
 def test_test_tool_prints_and_dumps_accuracy(trained, embedded_cwd, tmp_path):
     work, _, _ = trained
     out = str(tmp_path / 'preds.pkl')
+    show = tmp_path / 'vis'
     proc = run_tool([TEST, CFG, osp.join(work, 'iter_4.pth'), '--work-dir', str(tmp_path),
-                     '--out', out], cwd=embedded_cwd)
+                     '--out', out, '--show-dir', str(show)], cwd=embedded_cwd)
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith('metrics: ')][-1]
     metrics = json.loads(line[len('metrics: '):])
     top1 = metrics['accuracy/top1']
@@ -64,6 +65,8 @@ def test_test_tool_prints_and_dumps_accuracy(trained, embedded_cwd, tmp_path):
     assert len(preds) == 14 * 8  # 14 photos x 8 validation crops
     correct = sum(int(p['pred_label'][0] == p['gt_label'][0]) for p in preds)
     assert top1 == pytest.approx(100.0 * correct / len(preds), abs=1e-3)
+    # --show-dir: one visualisation per validation image
+    assert len([f for f in os.listdir(show) if f.endswith('.png')]) == len(preds)
 
 
 def test_two_process_cpu_training(embedded_cwd, tmp_path):
