@@ -1,0 +1,1 @@
+from .addp import *  # noqa: F401,F403
