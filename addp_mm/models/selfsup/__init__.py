@@ -1,1 +1,3 @@
 from .addp import *  # noqa: F401,F403
+from .vqgan_training import *  # noqa: F401,F403
+from .mage_training import *  # noqa: F401,F403

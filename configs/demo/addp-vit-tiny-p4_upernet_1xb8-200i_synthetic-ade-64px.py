@@ -1,0 +1,73 @@
+# Stage 6b of the embedded demo (tools/demo.py): a short UperNet run with the
+# demo's ADDP encoder (stage 3) on a small ADE20k-format dataset generated from
+# real textures (addp_mm/datasets/synthetic_dense.py: grass/gravel/brick regions
+# split by a random boundary, coins and horses pasted with their real masks;
+# classes grass, gravel, brick, coin, horse). Reports mIoU on its val split.
+#
+# It is D's tiny config (configs/addp_seg/addp-vit-tiny_upernet_test_ade20k-64x64.py)
+# with the demo encoder (patch 4, 64 wide, 4 blocks -> a 16x16 map, rescaled
+# x2, x1, x0.5, x0.25) and whole-image inference on 64x64 images.
+# Scaling up = configs/addp_seg/addp-vit-base-p16_upernet_8xb2-amp-160k_ade20k-512x512.py
+# (`pretrained` = your ADDP checkpoint, `data_root` = ADE20k).
+_base_ = ['../addp_seg/addp-vit-tiny_upernet_test_ade20k-64x64.py']
+
+# ---------------------------------------------------------------- user paths
+pretrained = 'work_dirs/demo/addp/iter_600.pth'  # an ADDP pretraining checkpoint
+data_root = 'data/synthetic_ade_64px/'  # tools/demo.py writes it (build_synthetic_ade)
+# --------------------------------------------------------------------------
+
+classes = ('grass', 'gravel', 'brick', 'coin', 'horse')
+palette = [[4, 200, 3], [120, 120, 120], [180, 60, 40], [255, 200, 0], [150, 5, 61]]
+metainfo = dict(classes=classes, palette=palette)
+# ADE20k layout, own classes: mmseg's ADE20KDataset only accepts subsets of the 150 ADE classes
+dataset = dict(type='BaseSegDataset', img_suffix='.jpg', seg_map_suffix='.png',
+               reduce_zero_label=True, data_root=data_root, metainfo=metainfo)
+crop_size = (64, 64)
+embed_dims = 64
+norm_cfg = dict(type='BN', requires_grad=True)
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    backbone=dict(
+        arch=dict(_delete_=True, embed_dims=embed_dims, num_layers=4, num_heads=4, mlp_ratio=4.),
+        img_size=crop_size,
+        patch_size=4,
+        out_indices=(0, 1, 2, 3),
+        use_rel_pos=False,
+        drop_path_rate=0.1,
+        pretrained=pretrained),
+    neck=dict(embed_dim=embed_dims, rescales=[2, 1, 0.5, 0.25], norm_cfg=norm_cfg),
+    decode_head=dict(in_channels=[embed_dims] * 4, channels=32, pool_scales=(1, 2),
+                     num_classes=len(classes), norm_cfg=norm_cfg),
+    auxiliary_head=dict(in_channels=embed_dims, channels=16, num_classes=len(classes),
+                        norm_cfg=norm_cfg),
+    test_cfg=dict(_delete_=True, mode='whole'))
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='PackSegInputs'),
+]
+train_dataloader = dict(
+    batch_size=8,
+    dataset=dict(**dataset, pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=8,
+    dataset=dict(**dataset, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+
+max_iters = 200
+optim_wrapper = dict(optimizer=dict(lr=2e-3))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=20),
+    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=20, end=max_iters, by_epoch=False),
+]
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+default_hooks = dict(logger=dict(interval=10), checkpoint=dict(by_epoch=False, interval=max_iters,
+                                                              max_keep_ckpts=1))
+log_processor = dict(window_size=10)

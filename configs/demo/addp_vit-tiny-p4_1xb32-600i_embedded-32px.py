@@ -1,0 +1,72 @@
+# Stage 3 of the embedded demo (tools/demo.py): ADDP pretraining on 32 px
+# photo crops with the tokenizer and token predictor trained in stages 1-2.
+# It is P's tiny ADDP config (configs/addp/addp_vit-tiny-p8_1xb8-300i_embedded-64px.py)
+# at 32 px: patch 4 = the demo tokenizer's down-sampling, an 8x8 token grid,
+# 128 codes, a 4-block 64-wide encoder and a 2-block decoder.
+#
+#   python tools/train.py configs/demo/addp_vit-tiny-p4_1xb32-600i_embedded-32px.py \
+#       --cfg-options model.tokenizer.checkpoint=work_dirs/demo/tokenizer/iter_600.pth \
+#                     model.token_predictor.checkpoint=work_dirs/demo/predictor/iter_400.pth
+#
+# Scaling up = the real configs (configs/addp/addp_vit-base-p16_*_in1k-256px.py): the
+# official VQGAN (`tokenizer_checkpoint`) and MAGE-B/L predictor (`predictor_checkpoint`),
+# ImageNet at 256 px (`data_root`), ViT-B/16 or L/16.
+_base_ = ['../addp/addp_vit-tiny-p8_1xb8-300i_embedded-64px.py']
+
+# ---------------------------------------------------------------- user paths
+tokenizer_checkpoint = 'work_dirs/demo/tokenizer/iter_600.pth'  # a VQGANTrainer checkpoint
+predictor_checkpoint = 'work_dirs/demo/predictor/iter_400.pth'  # a MAGEPredictorTrainer checkpoint
+data_root = 'data/embedded_photos_32px'
+# --------------------------------------------------------------------------
+
+img_size = 32
+patch_size = 4
+num_tokens = (img_size // patch_size)**2
+num_codes = 128
+num_classes = 1
+embed_dims = 64
+
+model = dict(
+    backbone=dict(img_size=img_size, patch_size=patch_size, embed_dims=embed_dims, num_layers=4,
+                  num_heads=4),
+    neck=dict(in_channels=embed_dims, embed_dims=embed_dims, num_layers=2, num_heads=4,
+              num_classes=num_classes),
+    # same architecture as configs/demo/vqgan_*.py
+    tokenizer=dict(
+        _delete_=True, type='VQGANTokenizer', ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,
+        z_channels=32, num_embeddings=num_codes, embed_dim=32, norm_num_groups=8,
+        checkpoint=tokenizer_checkpoint),
+    # same architecture as configs/demo/mage_*.py
+    token_predictor=dict(
+        num_codes=num_codes, num_classes=num_classes, num_tokens=num_tokens, embed_dims=64,
+        depth=2, num_heads=4, decoder_embed_dims=64, decoder_depth=2, decoder_num_heads=4,
+        mlp_ratio=4., fake_class_id=num_codes, checkpoint=predictor_checkpoint),
+    # generation settings used by tools/sample.py (spec §2.1 at toy scale)
+    sampler=dict(type='AlternatingDenoisingSampler', num_steps=8, schedule='cosine',
+                 choice_temperature=3.0))
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='RandomResizedCrop', scale=img_size, crop_ratio_range=(0.5, 1.0), backend='pillow',
+         interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(
+    batch_size=32,
+    dataset=dict(data_root=data_root, crop_size=img_size, num_train=64, num_val=16,
+                 pipeline=train_pipeline))
+
+max_iters = 600
+warmup_iters = 30
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=warmup_iters),
+    dict(type='CosineAnnealingLR', T_max=max_iters - warmup_iters, eta_min=0., by_epoch=False,
+         begin=warmup_iters, end=max_iters),
+]
+train_cfg = dict(max_iters=max_iters)
+auto_scale_lr = dict(base_batch_size=32)
+default_hooks = dict(
+    checkpoint=dict(interval=max_iters, max_keep_ckpts=1, save_last=True))
+custom_hooks = [dict(type='ADDPVisualizationHook', interval=max_iters, num_images=4)]
+visualizer = dict(vis_backends=[dict(type='LocalVisBackend')])
