@@ -2,7 +2,15 @@
 
 Usage::
 
-    python tools/benchmark.py frozen [--batch-size 2] [--img-size 256] [--runs 5] [--append]
+    python tools/benchmark.py frozen  [--batch 2] [--img-size 256] [--repeat 5] [--append]
+    python tools/benchmark.py train   [--config CFG] [--preset plain|fast] [--dtype fp32|bf16]
+    python tools/benchmark.py sample  [--config CFG] [--preset plain|fast] [--dtype fp32|bf16]
+    python tools/benchmark.py compare [--config CFG] [--what train,sample] [--threads 2] [--append]
+
+Common options: ``--batch`` (``--batch-size``), ``--warmup``, ``--repeat``
+(``--runs``), ``--threads``, ``--device cpu|cuda``, ``--append`` (to
+``docs/benchmarks.md``, with the machine, library versions and load average),
+``--note``.
 
 Each benchmark is a subcommand registered in ``BENCHMARKS``: a function that
 adds its arguments to a sub-parser and a function that returns a
@@ -19,16 +27,57 @@ Subcommands:
     frozen: VQGAN tokenizer encode / decode and MAGE token-predictor time at
         the official sizes (``configs/_base_/models/vqgan_f16_1024.py`` and
         ``mage_vit-base-p16.py`` by default).
+    train: one ADDP training step (forward, backward, AdamW step) of the model
+        in ``--config`` (official ViT-B by default, random weights), split into
+        tokenizer encode, token predictor (both passes), tokenizer decode of
+        x_t, encoder forward, decoder forward, backward and optimizer step,
+        plus the peak memory of the step.
+    sample: one sampling step at 50 % masked tokens (encoder + decoder, VQ
+        decode) and a full ``--steps`` (20) step unconditional sampling run
+        (images/s), plus peak memory.
+    compare: runs ``train`` and/or ``sample`` for the plain fp32 eager path,
+        the optimised fp32 path and the optimised bf16 path, each in a fresh
+        subprocess (clean peak-memory numbers), and prints them side by side
+        with the speed-up ratios and the issue's targets.
+    ampcheck: a few bf16 AMP training steps through ``model.train_step`` and
+        the optimizer wrapper ``tools/train.py --amp`` uses (mmengine
+        ``AmpOptimWrapper(dtype='bfloat16')`` on CUDA, ``ADDPCPUAmpOptimWrapper``
+        on the CPU); exits with status 1 unless every loss is finite.
+
+Switch presets (``addp_mm.models.utils.performance.PRESETS``): ``plain`` =
+every performance switch off (the straightforward fp32 eager path); ``fast``
+= SDPA attention, channels-last + fused SiLU in the VQGAN, both predictor
+passes in one batch, no encoder / VQ decode while every token is masked.
+``--dtype bf16`` adds bf16 autocast around the whole step (what ``tools/train.py
+--amp`` does) and ``frozen_dtype='bf16'`` for the VQGAN and the predictor.
+``--compile`` adds ``torch.compile`` of the VQGAN and the predictor.
+
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` minus the memory
+allocated before the first measured step. On the CPU the peak resident set
+size of the process (``VmHWM`` in ``/proc/self/status``, reset through
+``/proc/self/clear_refs`` just before the first step) minus the resident size
+at that point, in a process that runs only that configuration (``compare``
+starts one subprocess per configuration for this); it includes gradients,
+optimizer state and allocator caching. Where ``/proc`` cannot be used it falls
+back to the growth of ``resource.getrusage().ru_maxrss``. (tracemalloc does not
+see tensor memory.)
 """
 import argparse
 import datetime
+import json
+import math
 import os
 import os.path as osp
 import platform
+import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import dataclass, field
+from collections import defaultdict
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -37,6 +86,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 DEFAULT_OUT = osp.join(ROOT, 'docs', 'benchmarks.md')
+DEFAULT_ADDP_CONFIG = osp.join(ROOT, 'configs', 'addp',
+                               'addp_vit-base-p16_32xb128-amp-coslr-1600e_in1k-256px.py')
 
 
 # ----------------------------------------------------------------- helpers
@@ -48,6 +99,8 @@ class BenchResult:
     rows: List[Tuple[str, List[float]]] = field(default_factory=list)  # (name, seconds per run)
     derived: List[Tuple[str, float]] = field(default_factory=list)  # (name, seconds)
     notes: List[str] = field(default_factory=list)
+    metrics: Dict[str, float] = field(default_factory=dict)  # e.g. peak memory (MB), images/s
+    ok: bool = True  # False makes the command exit with status 1 (checks)
 
 
 def measure(fn: Callable[[], object], warmup: int, runs: int, device: torch.device) -> List[float]:
@@ -95,6 +148,7 @@ def environment(device: torch.device) -> Dict[str, str]:
                    f'{os.cpu_count()} logical CPUs visible',
         'torch threads': str(torch.get_num_threads()),
         'device': str(device) if device.type != 'cuda' else torch.cuda.get_device_name(device),
+        'load average (1/5/15 min)': ' / '.join(f'{v:.2f}' for v in os.getloadavg()),
         'versions': ', '.join(f'{k} {v}' for k, v in versions.items()),
     }
     return env
@@ -114,6 +168,9 @@ def render(result: BenchResult, env: Dict[str, str]) -> str:
                      f'{max(ms):.1f} | {len(ms)} |')
     for name, sec in result.derived:
         lines.append(f'| {name} | {sec * 1e3:.1f} | | | derived |')
+    if result.metrics:
+        lines.append('')
+        lines += [f'- **{k}:** {v:.2f}' for k, v in result.metrics.items()]
     if result.notes:
         lines.append('')
         lines += [f'{n}' for n in result.notes]
@@ -198,9 +255,637 @@ def run_frozen(args: argparse.Namespace, device: torch.device) -> BenchResult:
     return res
 
 
+# ------------------------------------------------------- ADDP model helpers
+def _proc_status_kib(field_name: str) -> Optional[float]:
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith(field_name + ':'):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS counter (VmHWM) of this process (Linux >= 4.0)."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        return True
+    except OSError:
+        return False
+
+
+_CPU_MEMORY_METHOD = ['ru_maxrss']
+
+
+def peak_memory_start(device: torch.device) -> float:
+    """Reference point for :func:`peak_memory_mb` (see the module docstring)."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return float(torch.cuda.memory_allocated(device))
+    rss = _proc_status_kib('VmRSS')
+    if rss is not None and _reset_peak_rss() and _proc_status_kib('VmHWM') is not None:
+        _CPU_MEMORY_METHOD[0] = 'VmHWM'
+        return rss * 1024.
+    _CPU_MEMORY_METHOD[0] = 'ru_maxrss'
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.  # Linux: KiB
+
+
+def peak_memory_mb(device: torch.device, start: float) -> float:
+    """Peak memory above ``start`` in MiB."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - start) / 2**20
+    if _CPU_MEMORY_METHOD[0] == 'VmHWM':
+        return (_proc_status_kib('VmHWM') * 1024. - start) / 2**20
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024. - start) / 2**20
+
+
+def memory_method(device: torch.device) -> str:
+    if device.type == 'cuda':
+        return 'torch.cuda.max_memory_allocated above the memory allocated before the first step'
+    if _CPU_MEMORY_METHOD[0] == 'VmHWM':
+        return ('peak resident set size of the process (VmHWM, reset through /proc/self/clear_refs '
+                'just before the first step) minus the resident size at that point')
+    return ('growth of the process peak RSS (resource.getrusage ru_maxrss) from just before the '
+            'first step, one configuration per process')
+
+
+class PhaseTimer:
+    """Accumulates the wall time of wrapped methods per phase name.
+
+    Wrapping instance attributes keeps the model's own code path: the timed
+    phases are whatever the model actually calls.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.totals: Dict[str, float] = defaultdict(float)
+        self.order: List[str] = []
+
+    def _sync(self) -> None:
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+
+    def wrap(self, obj: object, attr: str, name: str) -> None:
+        orig = getattr(obj, attr)
+        if name not in self.order:
+            self.order.append(name)
+
+        def timed(*args, **kwargs):
+            self._sync()
+            t0 = time.perf_counter()
+            try:
+                return orig(*args, **kwargs)
+            finally:
+                self._sync()
+                self.totals[name] += time.perf_counter() - t0
+
+        setattr(obj, attr, timed)
+
+    def run(self, name: str, fn: Callable[[], object]) -> object:
+        if name not in self.order:
+            self.order.append(name)
+        self._sync()
+        t0 = time.perf_counter()
+        out = fn()
+        self._sync()
+        self.totals[name] += time.perf_counter() - t0
+        return out
+
+    def reset(self) -> None:
+        self.totals = defaultdict(float)
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--config', default=DEFAULT_ADDP_CONFIG,
+                   help='ADDP pretraining/generation config (official ViT-B by default); '
+                   'built with random weights, no checkpoint is read')
+    p.add_argument('--preset', choices=['plain', 'fast'], default='fast',
+                   help='performance switches (addp_mm.models.utils.performance.PRESETS)')
+    p.add_argument('--dtype', choices=['fp32', 'bf16'], default='fp32',
+                   help='bf16: autocast over the step and frozen_dtype=bf16')
+    p.add_argument('--compile', action='store_true', help='torch.compile the frozen parts')
+    p.add_argument('--steps', type=int, default=20, help='sampling steps (sample)')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--json', default=None, help='also write the raw result to this file')
+
+
+def build_addp(args: argparse.Namespace, device: torch.device, with_sampler: bool = False):
+    """ADDP from ``args.config`` with random weights (switches: :func:`apply_config`)."""
+    from mmengine.config import Config
+    from mmengine.logging import MMLogger
+
+    import addp_mm  # noqa: F401
+    from mmpretrain.registry import MODELS
+
+    # quiet logger (init_weights logs every parameter at INFO)
+    MMLogger.get_instance(f'addp_benchmark_{os.getpid()}', log_level='WARNING')
+    cfg = Config.fromfile(args.config)
+    if 'model' not in cfg or cfg.model.get('type') != 'ADDP':
+        raise SystemExit(f'error: {args.config} has no ADDP model (model.type must be "ADDP")')
+    mcfg = cfg.model.to_dict()
+    mcfg['require_frozen_checkpoints'] = False
+    mcfg['tokenizer']['checkpoint'] = None  # random weights: timings do not depend on values
+    mcfg['token_predictor']['checkpoint'] = None
+    if with_sampler:
+        sampler = dict(mcfg.get('sampler') or dict(type='AlternatingDenoisingSampler'))
+        sampler['num_steps'] = args.steps
+        mcfg['sampler'] = sampler
+    else:
+        mcfg['sampler'] = None
+    torch.manual_seed(args.seed)
+    model = MODELS.build(mcfg)
+    model.init_weights()
+    model.to(device)
+    return model, cfg
+
+
+# ------------------------------------------------ configurations (switch sets)
+def apply_config(model, preset: str, dtype: str, compile_: bool = False) -> Dict[str, object]:
+    """Set the switches of ``preset`` (+ ``frozen_dtype='bf16'`` for bf16) on ``model``."""
+    from addp_mm.models.utils.performance import PRESETS, configure_performance
+    switches = dict(PRESETS[preset])
+    if dtype == 'bf16':
+        switches['frozen_dtype'] = 'bf16'
+    if compile_:
+        switches['compile'] = True
+    return configure_performance(model, **switches)
+
+
+def _autocast(dtype: str, device: torch.device):
+    if dtype == 'bf16':
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+class TrainBench:
+    """One ADDP training step (forward_train_step, backward, AdamW) with timed phases."""
+
+    REST = 'other (masks, soft embedding, loss)'
+    TOTAL = '**training step (total)**'
+
+    def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
+        self.args, self.device = args, device
+        self.model, self.cfg = build_addp(args, device)
+        self.model.train()
+        model = self.model
+        B, N = args.batch_size, model.num_tokens
+        if not 0 < args.mask_ratio <= args.mask_ratio_next <= 1:
+            raise SystemExit('error: need 0 < --mask-ratio <= --mask-ratio-next <= 1')
+        g = torch.Generator().manual_seed(args.seed)
+        H, W = model.backbone.img_size
+        self.images = torch.rand(B, 3, H, W, generator=g).to(device)
+        noise = torch.rand(B, N, generator=g)
+        ms = model.mask_sampler
+        self.mask_t = ms.masks_from_noise(noise, max(1, round(args.mask_ratio * N))).to(device)
+        self.mask_next = ms.masks_from_noise(noise, max(1, round(args.mask_ratio_next * N))).to(device)
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optim = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
+        self.timer = timer = PhaseTimer(device)
+        timer.wrap(model.tokenizer, 'encode', 'tokenizer encode (x0 -> z0)')
+        timer.wrap(model.token_predictor, 'forward_logits', 'token predictor (both passes)')
+        timer.wrap(model.tokenizer, 'decode', 'tokenizer decode (x_t)')
+        timer.wrap(model.backbone, 'forward', 'encoder forward')
+        timer.wrap(model.neck, 'forward', 'decoder forward')
+        self.losses: List[float] = []
+
+    def settings(self) -> Dict[str, str]:
+        N = self.model.num_tokens
+        return {'masks': f'{int(self.mask_t[0].sum())}/{N} tokens masked by m_t, '
+                         f'{int(self.mask_next[0].sum())}/{N} by m_t+1; model.train() (dropout on)'}
+
+    def step(self, dtype: str) -> Dict[str, float]:
+        """One timed step; returns the phase times and the total (seconds)."""
+        timer, model = self.timer, self.model
+        timer.reset()
+        timer._sync()
+        t0 = time.perf_counter()
+        with _autocast(dtype, self.device):
+            out = model.forward_train_step(self.images, self.mask_t, self.mask_next)
+        timer.run('backward', lambda: out['loss'].backward())
+        timer.run('optimizer step (AdamW)',
+                  lambda: (self.optim.step(), self.optim.zero_grad(set_to_none=True)))
+        timer._sync()
+        total = time.perf_counter() - t0
+        self.losses.append(float(out['loss'].detach()))
+        phases = dict(timer.totals)
+        phases[self.REST] = total - sum(phases.values())
+        phases[self.TOTAL] = total
+        return phases
+
+    def row_order(self) -> List[str]:
+        return self.timer.order + [self.REST, self.TOTAL]
+
+
+class SampleBench:
+    """One sampling step at 50 % masked tokens and a full sampling run."""
+
+    REST = 'other (token sampling, re-masking, soft embedding)'
+    TOTAL = '**one sampling step (total)**'
+
+    def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
+        from addp_mm.models.generation.schedule import make_generators
+        self.make_generators = make_generators
+        self.args, self.device = args, device
+        self.model, self.cfg = build_addp(args, device, with_sampler=True)
+        self.model.eval()
+        model = self.model
+        B, N, K = args.batch_size, model.num_tokens, model.num_codes
+        g = torch.Generator().manual_seed(args.seed)
+        self.tokens = torch.randint(0, K, (B, N), generator=g).to(device)
+        noise = torch.rand(B, N, generator=g)
+        self.mask = model.mask_sampler.masks_from_noise(noise, N // 2).bool().to(device)
+        self.seeds = [args.seed + i for i in range(B)]
+        self.num_unknown = torch.full((B, ), N, dtype=torch.long, device=device)
+        self.full_name = f'**{args.steps}-step sampling of {B} images**'
+        self.timer = timer = PhaseTimer(device)
+        timer.wrap(model.backbone, 'forward', 'encoder forward')
+        timer.wrap(model.neck, 'forward', 'decoder forward')
+        timer.wrap(model.tokenizer, 'decode', 'VQ decode (next pixels)')
+        with torch.no_grad():
+            self.x = model.tokens_to_pixels(self.tokens, None, torch.zeros_like(self.mask)).float()
+
+    def settings(self) -> Dict[str, str]:
+        N, T = self.model.num_tokens, self.args.steps
+        return {'one step': f'step {T // 2} of {T}, {N // 2}/{N} tokens masked, eval mode, no_grad',
+                'full run': f'sampler.sample() from all-masked tokens, {T} steps'}
+
+    def step(self, dtype: str) -> Dict[str, float]:
+        timer, model, sampler = self.timer, self.model, self.model.sampler
+        timer.reset()
+        timer._sync()
+        t0 = time.perf_counter()
+        with torch.no_grad(), _autocast(dtype, self.device):
+            out = sampler.denoise_step(model, self.x, self.tokens, self.mask, self.args.steps // 2,
+                                       self.num_unknown, self.make_generators(self.seeds, self.device))
+            probs = out['logits'].softmax(dim=-1)
+            model.tokens_to_pixels(out['tokens'], probs, out['mask'].float())
+        timer._sync()
+        total = time.perf_counter() - t0
+        phases = dict(timer.totals)
+        phases[self.REST] = total - sum(phases.values())
+        phases[self.TOTAL] = total
+        return phases
+
+    def full(self, dtype: str) -> float:
+        timer = self.timer
+        timer._sync()
+        t0 = time.perf_counter()
+        with torch.no_grad(), _autocast(dtype, self.device):
+            self.model.sampler.sample(self.model, seeds=self.seeds)
+        timer._sync()
+        return time.perf_counter() - t0
+
+    def row_order(self) -> List[str]:
+        return self.timer.order + [self.REST, self.TOTAL]
+
+
+def _collect(per_run: List[Dict[str, float]], order: List[str]) -> List[Tuple[str, List[float]]]:
+    return [(name, [r.get(name, 0.) for r in per_run]) for name in order]
+
+
+def _bench_result(title: str, args, bench, applied, extra_settings) -> BenchResult:
+    model = bench.model
+    b, n = model.backbone, model.neck
+    tok, tp = model.tokenizer, model.token_predictor
+    settings = {
+        'config': osp.relpath(args.config, ROOT) if args.config.startswith(ROOT) else args.config,
+        'model': f'encoder {b.num_layers}x{b.embed_dims}, decoder {len(n.decoder_blocks)}x'
+                 f'{n.embed_dims}, VQGAN ch {tok.ch} x {tuple(tok.ch_mult)}, predictor '
+                 f'{len(tp.blocks)}+{len(tp.decoder_blocks)} blocks, {b.img_size[0]}x{b.img_size[1]} '
+                 f'px, {model.num_tokens} tokens; random weights',
+        'preset / dtype': f'{args.preset} / {args.dtype}' + (' + compile' if args.compile else ''),
+        'switches': ', '.join(f'{k}={v}' for k, v in applied.items()),
+        'timing': f'{args.warmup} warm-up, median of {args.runs} timed runs',
+        'peak memory method': memory_method(bench.device),
+    }
+    settings.update(extra_settings)
+    return BenchResult(title=title, settings=settings)
+
+
+# --------------------------------------------------------- benchmark: train
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    p.add_argument('--mask-ratio', type=float, default=0.55,
+                   help='fraction of tokens masked by m_t (the schedule mean)')
+    p.add_argument('--mask-ratio-next', type=float, default=0.6,
+                   help='fraction masked by m_{t+1} (>= --mask-ratio)')
+
+
+def run_train(args: argparse.Namespace, device: torch.device) -> BenchResult:
+    bench = TrainBench(args, device)
+    applied = apply_config(bench.model, args.preset, args.dtype, args.compile)
+    mem0 = peak_memory_start(device)
+    for _ in range(args.warmup):
+        bench.step(args.dtype)
+    per_run = [bench.step(args.dtype) for _ in range(args.runs)]
+    peak = peak_memory_mb(device, mem0)
+    res = _bench_result(f'ADDP training step, batch {args.batch_size}', args, bench, applied,
+                        bench.settings())
+    res.rows = _collect(per_run, bench.row_order())
+    res.metrics['peak memory of the step (MiB)'] = peak
+    if not all(math.isfinite(v) for v in bench.losses):
+        res.notes.append(f'WARNING: non-finite loss {bench.losses}')
+        res.ok = False
+    if args.note:
+        res.notes.append(args.note)
+    return res
+
+
+# -------------------------------------------------------- benchmark: sample
+def add_sample_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+
+
+def run_sample(args: argparse.Namespace, device: torch.device) -> BenchResult:
+    bench = SampleBench(args, device)
+    applied = apply_config(bench.model, args.preset, args.dtype, args.compile)
+    mem0 = peak_memory_start(device)
+    for _ in range(args.warmup):
+        bench.step(args.dtype)
+    per_run = [bench.step(args.dtype) for _ in range(args.runs)]
+    for _ in range(args.full_warmup):
+        bench.full(args.dtype)
+    full = [bench.full(args.dtype) for _ in range(args.full_runs)]
+    peak = peak_memory_mb(device, mem0)
+    res = _bench_result(f'ADDP sampling, batch {args.batch_size}, {args.steps} steps', args, bench,
+                        applied, bench.settings())
+    res.rows = _collect(per_run, bench.row_order())
+    if full:
+        res.rows.append((bench.full_name, full))
+        res.metrics['images/s'] = args.batch_size / _median(full)
+    res.metrics['peak memory of sampling (MiB)'] = peak
+    if args.note:
+        res.notes.append(args.note)
+    return res
+
+
+# ------------------------------------------------------- benchmark: compare
+#: (label, preset, dtype) of the side-by-side comparison; the first is the baseline.
+COMPARE_CONFIGS: List[Tuple[str, str, str]] = [
+    ('plain fp32 eager', 'plain', 'fp32'),
+    ('optimised fp32', 'fast', 'fp32'),
+    ('optimised bf16', 'fast', 'bf16'),
+]
+#: (benchmark, row, label, config index, minimum speed-up) from issue 10.
+TARGETS = [
+    ('train', '**training step (total)**', 'training step, optimised fp32', 1, 1.3),
+    ('train', '**training step (total)**', 'training step, bf16', 2, 5.0),
+    ('sample', 'FULL', 'full sampling run, optimised fp32', 1, 1.3),
+    ('sample', 'FULL', 'full sampling run, bf16', 2, 5.0),
+]
+
+
+def add_compare_args(p: argparse.ArgumentParser) -> None:
+    add_train_args(p)
+    p.add_argument('--what', default='train,sample', help='comma list of train, sample')
+    p.add_argument('--no-memory', action='store_true',
+                   help='skip the per-configuration peak-memory subprocesses')
+    p.add_argument('--timeout', type=int, default=3600, help='seconds per memory subprocess')
+
+
+def _memory_child(args, bench: str, preset: str, dtype: str, out: str) -> List[str]:
+    cmd = [sys.executable, osp.abspath(__file__), bench, '--config', args.config, '--preset', preset,
+           '--dtype', dtype, '--batch-size', str(args.batch_size), '--warmup', '0', '--runs', '1',
+           '--device', args.device, '--seed', str(args.seed), '--steps', str(args.steps),
+           '--json', out, '--full-runs', '0', '--full-warmup', '0']
+    if bench == 'train':
+        cmd += ['--mask-ratio', str(args.mask_ratio), '--mask-ratio-next', str(args.mask_ratio_next)]
+    if args.threads:
+        cmd += ['--threads', str(args.threads)]
+    if args.compile:
+        cmd += ['--compile']
+    return cmd
+
+
+def _interleaved(bench, args, what: str) -> Tuple[Dict[int, List[Dict[str, float]]], Dict[int, List[float]], Dict[int, dict]]:
+    """Run every configuration on the same model, interleaved (ABC, CBA, ...)
+    so that load changes on a shared machine hit all configurations alike."""
+    n = len(COMPARE_CONFIGS)
+    steps: Dict[int, List[Dict[str, float]]] = defaultdict(list)
+    fulls: Dict[int, List[float]] = defaultdict(list)
+    applied: Dict[int, dict] = {}
+
+    def use(ci):
+        _, preset, dtype = COMPARE_CONFIGS[ci]
+        applied[ci] = apply_config(bench.model, preset, dtype, args.compile)
+        return dtype
+
+    for ci in range(n):  # warm-up of every configuration
+        dtype = use(ci)
+        for _ in range(args.warmup):
+            bench.step(dtype)
+    for r in range(args.runs):
+        order = list(range(n)) if r % 2 == 0 else list(reversed(range(n)))
+        for ci in order:
+            dtype = use(ci)
+            print(f'[compare] {what} run {r + 1}/{args.runs}: {COMPARE_CONFIGS[ci][0]}', flush=True)
+            steps[ci].append(bench.step(dtype))
+    if what == 'sample':
+        for r in range(args.full_runs):
+            order = list(range(n)) if r % 2 == 0 else list(reversed(range(n)))
+            for ci in order:
+                dtype = use(ci)
+                print(f'[compare] full sampling run {r + 1}/{args.full_runs}: {COMPARE_CONFIGS[ci][0]}',
+                      flush=True)
+                fulls[ci].append(bench.full(dtype))
+    return steps, fulls, applied
+
+
+def run_compare(args: argparse.Namespace, device: torch.device) -> str:
+    what = [w.strip() for w in args.what.split(',') if w.strip()]
+    bad = [w for w in what if w not in ('train', 'sample')]
+    if bad or not what:
+        raise SystemExit(f'error: --what takes train and/or sample, got {args.what!r}')
+    if args.preset != 'fast' or args.dtype != 'fp32':
+        print('[compare] note: --preset/--dtype are ignored; compare runs every configuration')
+    results: Dict[Tuple[str, int], dict] = {}
+    loads = [os.getloadavg()[0]]
+    for name in what:
+        bench = TrainBench(args, device) if name == 'train' else SampleBench(args, device)
+        steps, fulls, applied = _interleaved(bench, args, name)
+        for ci in range(len(COMPARE_CONFIGS)):
+            rows = _collect(steps[ci], bench.row_order())
+            metrics = {}
+            if fulls.get(ci):
+                rows.append(('FULL', fulls[ci]))
+                metrics['images/s'] = args.batch_size / _median(fulls[ci])
+            results[(name, ci)] = dict(rows=rows, metrics=metrics, switches=applied[ci],
+                                       full_name=getattr(bench, 'full_name', None))
+        results[(name, 'settings')] = bench.settings()
+        results[(name, 'model')] = _bench_result('', args, bench, {}, {}).settings
+        if name == 'train' and not all(math.isfinite(v) for v in bench.losses):
+            raise SystemExit(f'error: non-finite training loss {bench.losses}')
+        del bench
+        loads.append(os.getloadavg()[0])
+    if not args.no_memory:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in what:
+                for ci, (label, preset, dtype) in enumerate(COMPARE_CONFIGS):
+                    out = osp.join(tmp, f'{name}_{ci}.json')
+                    print(f'[compare] peak memory: {name} / {label} (subprocess)', flush=True)
+                    proc = subprocess.run(_memory_child(args, name, preset, dtype, out),
+                                          capture_output=True, text=True, timeout=args.timeout)
+                    if proc.returncode != 0:
+                        raise SystemExit(f'error: memory run {name} / {label} failed:\n'
+                                         f'{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}')
+                    with open(out) as f:
+                        raw = json.load(f)
+                    for k, v in raw['metrics'].items():
+                        if 'memory' in k:
+                            results[(name, ci)]['metrics'][k] = v
+                    results['memory method'] = raw['settings']['peak memory method']
+            loads.append(os.getloadavg()[0])
+    return render_compare(args, device, what, results, loads)
+
+
+def render_compare(args, device, what, results, loads) -> str:
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
+    env = environment(device)
+    env['load average (1 min) during the run'] = (f'{min(loads):.2f} .. {max(loads):.2f} '
+                                                  '(sampled at start, between benchmarks and at the end)')
+    model_settings = results[(what[0], 'model')]
+    lines = [f'## compare: plain fp32 vs optimised fp32 vs bf16, batch {args.batch_size} ({stamp})', '']
+    for k, v in env.items():
+        lines.append(f'- **{k}:** {v}')
+    for k in ('config', 'model'):
+        lines.append(f'- **{k}:** {model_settings[k]}')
+    lines.append(f'- **timing:** one process, one model per benchmark; the switches are flipped '
+                 f'between runs and the configurations interleaved (ABC, CBA, ...); {args.warmup} '
+                 f'warm-up per configuration, median of {args.runs} step runs'
+                 + (f' and {args.full_runs} full sampling run(s)' if 'sample' in what else ''))
+    for name in what:
+        for k, v in results[(name, 'settings')].items():
+            lines.append(f'- **{name} {k}:** {v}')
+    for ci, (label, preset, dtype) in enumerate(COMPARE_CONFIGS):
+        sw = results[(what[-1], ci)]['switches']
+        lines.append(f'- **{label}:** ' + ', '.join(f'{k}={v}' for k, v in sw.items())
+                     + (', whole step under bf16 autocast' if dtype == 'bf16' else ''))
+    if not args.no_memory:
+        lines.append(f'- **peak memory:** {results.get("memory method", memory_method(device))} '
+                     '(one subprocess per configuration running one training step / one sampling step)')
+    labels = [c[0] for c in COMPARE_CONFIGS]
+    ratio_heads = [f'{labels[0]} / {lab}' for lab in labels[1:]]
+    medians: Dict[Tuple[str, str, int], float] = {}
+    for name in what:
+        lines += ['', f'### {name}', '',
+                  '| operation | ' + ' | '.join(f'{lab} (ms)' for lab in labels) + ' | '
+                  + ' | '.join(ratio_heads) + ' |',
+                  '| --- |' + ' ---: |' * (len(labels) + len(ratio_heads))]
+        for row_i, (row, _) in enumerate(results[(name, 0)]['rows']):
+            meds = [statistics.median(results[(name, ci)]['rows'][row_i][1])
+                    for ci in range(len(labels))]
+            shown = results[(name, 0)]['full_name'] if row == 'FULL' else row
+            ratios = [f'{meds[0] / m:.2f}x' if m > 0 else '—' for m in meds[1:]]
+            lines.append(f'| {shown} | ' + ' | '.join(f'{m * 1e3:.1f}' for m in meds) + ' | '
+                         + ' | '.join(ratios) + ' |')
+            for ci, m in enumerate(meds):
+                medians[(name, row, ci)] = m
+        for mname in results[(name, 0)]['metrics']:
+            vals = [results[(name, ci)]['metrics'].get(mname) for ci in range(len(labels))]
+            if any(v is None for v in vals):
+                continue
+            if 'memory' in mname:
+                ratios = [f'{v / vals[0]:.2f} of plain' if vals[0] > 0 else '—' for v in vals[1:]]
+            else:
+                ratios = [f'{v / vals[0]:.2f}x' for v in vals[1:]]
+            lines.append(f'| {mname} | ' + ' | '.join(f'{v:.2f}' for v in vals) + ' | '
+                         + ' | '.join(ratios) + ' |')
+            for ci, v in enumerate(vals):
+                medians[(name, mname, ci)] = v
+    lines += ['', '### targets (issue 10)', '', '| target | measured | status |', '| --- | ---: | --- |']
+    for name, row, label, ci, need in TARGETS:
+        base, new = medians.get((name, row, 0)), medians.get((name, row, ci))
+        if base is None or new is None or new <= 0:
+            continue
+        ratio = base / new
+        lines.append(f'| {label} >= {need:g}x | {ratio:.2f}x | {"met" if ratio >= need else "MISSED"} |')
+    mname = 'peak memory of the step (MiB)'
+    base = medians.get(('train', mname, 0))
+    for ci in range(1, len(labels)):
+        v = medians.get(('train', mname, ci))
+        if base is not None and v is not None:
+            lines.append(f'| training-step peak memory, {labels[ci]} <= plain | {v:.0f} vs '
+                         f'{base:.0f} MiB | {"met" if v <= base else "MISSED"} |')
+    if args.note:
+        lines += ['', args.note]
+    return '\n'.join(lines) + '\n'
+
+
+# ------------------------------------------------------ benchmark: ampcheck
+def add_ampcheck_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    p.add_argument('--lr', type=float, default=1e-4)
+
+
+def amp_optim_wrapper_cfg(device: torch.device, lr: float) -> dict:
+    """The optimizer wrapper ``tools/train.py --amp`` uses, in bf16.
+
+    CUDA: mmengine's ``AmpOptimWrapper`` with ``dtype='bfloat16'``; CPU:
+    ``ADDPCPUAmpOptimWrapper`` (bf16 autocast, no loss scaling).
+    """
+    optimizer = dict(type='AdamW', lr=lr, betas=(0.9, 0.95), weight_decay=0.05)
+    if device.type == 'cuda':
+        return dict(type='AmpOptimWrapper', dtype='bfloat16', optimizer=optimizer,
+                    clip_grad=dict(max_norm=3.0))
+    return dict(type='ADDPCPUAmpOptimWrapper', dtype='bfloat16', optimizer=optimizer,
+                clip_grad=dict(max_norm=3.0))
+
+
+def run_ampcheck(args: argparse.Namespace, device: torch.device) -> BenchResult:
+    """bf16 AMP training steps through ``model.train_step`` (data preprocessor,
+    optimizer wrapper, backward, clip, AdamW); fails unless every loss is finite."""
+    from mmengine.optim import build_optim_wrapper
+    if args.dtype != 'fp32':
+        raise SystemExit('error: ampcheck always trains under the AMP wrapper\'s bf16 autocast; '
+                         'leave --dtype at fp32 (frozen parts follow the autocast)')
+    model, cfg = build_addp(args, device)
+    applied = apply_config(model, args.preset, 'fp32', args.compile)
+    model.train()
+    wrapper = build_optim_wrapper(model, amp_optim_wrapper_cfg(device, args.lr))
+    H, W = model.backbone.img_size
+    g = torch.Generator().manual_seed(args.seed)
+    # uint8 BGR images as a data loader would deliver them
+    batch = torch.randint(0, 256, (args.batch_size, 3, H, W), generator=g, dtype=torch.uint8)
+    data = dict(inputs=batch, data_samples=None)
+    losses: List[float] = []
+
+    def step():
+        log_vars = model.train_step(data, wrapper)
+        losses.append(float(log_vars['loss']))
+
+    mem0 = peak_memory_start(device)
+    times = measure(step, args.warmup, args.runs, device)
+    peak = peak_memory_mb(device, mem0)
+    res = _bench_result(f'ADDP bf16 AMP training check, batch {args.batch_size}', args,
+                        argparse.Namespace(model=model, device=device), applied, {})
+    res.settings['preset / dtype'] = f'{args.preset} switches, bf16 autocast from the wrapper'
+    res.settings['optimizer wrapper'] = (f'{type(wrapper).__name__} (bf16), AdamW lr {args.lr}, '
+                                         'clip_grad 3.0, model.train_step on uint8 images')
+    res.rows.append(('AMP training step (model.train_step)', times))
+    res.metrics['peak memory of the step (MiB)'] = peak
+    res.metrics['first loss'] = losses[0]
+    res.metrics['last loss'] = losses[-1]
+    finite = all(math.isfinite(v) for v in losses)
+    res.ok = finite
+    res.notes.append(('PASS' if finite else 'FAIL') + f': {len(losses)} bf16 AMP steps, losses '
+                     + ', '.join(f'{v:.4f}' for v in losses))
+    if args.note:
+        res.notes.append(args.note)
+    return res
+
+
 #: name -> (add_arguments, run). Add new benchmarks here.
 BENCHMARKS: Dict[str, Tuple[Callable, Callable]] = {
     'frozen': (add_frozen_args, run_frozen),
+    'train': (add_train_args, run_train),
+    'sample': (add_sample_args, run_sample),
+    'compare': (add_compare_args, run_compare),
+    'ampcheck': (add_ampcheck_args, run_ampcheck),
 }
 
 
@@ -211,10 +896,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     sub = parser.add_subparsers(dest='benchmark', required=True)
     for name, (add_args, _) in BENCHMARKS.items():
         p = sub.add_parser(name)
-        p.add_argument('--batch-size', type=int, default=2)
-        p.add_argument('--img-size', type=int, default=256)
-        p.add_argument('--warmup', type=int, default=2)
-        p.add_argument('--runs', type=int, default=5)
+        p.add_argument('--batch-size', '--batch', type=int, default=2)
+        p.add_argument('--img-size', type=int, default=256,
+                       help='frozen only (train/sample use the config\'s size)')
+        p.add_argument('--warmup', type=int, default=1 if name != 'frozen' else 2)
+        p.add_argument('--runs', '--repeat', type=int, default=3 if name != 'frozen' else 5)
+        p.add_argument('--full-runs', type=int, default=1,
+                       help='sample/compare: timed full sampling runs')
+        p.add_argument('--full-warmup', type=int, default=0,
+                       help='sample/compare: untimed full sampling runs first (the one-step '
+                       'warm-up already warms the kernels)')
         p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads')
         p.add_argument('--device', default='cpu')
         p.add_argument('--append', action='store_true', help='append the table to --out')
@@ -225,13 +916,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit(f'error: --device {args.device} but CUDA is not available '
+                         f'(torch {torch.__version__}, built with CUDA {torch.version.cuda})')
+    if args.warmup < 0 or args.runs < 1:
+        raise SystemExit('error: need --warmup >= 0 and --repeat >= 1')
     result = BENCHMARKS[args.benchmark][1](args, device)
-    text = render(result, environment(device))
+    if isinstance(result, str):
+        text = result
+    else:
+        text = render(result, environment(device))
+        if getattr(args, 'json', None):
+            raw = asdict(result)
+            raw['steps'] = getattr(args, 'steps', None)
+            with open(args.json, 'w') as f:
+                json.dump(raw, f)
     print(text)
     if args.append:
         append_report(args.out, text)
         print(f'appended to {args.out}')
-    return 0
+    return 0 if getattr(result, 'ok', True) else 1
 
 
 if __name__ == '__main__':

@@ -51,18 +51,11 @@ def merge_args(cfg, args):
         cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.amp:
         wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if wrapper == 'AmpOptimWrapper':
-            pass
-        elif wrapper != 'OptimWrapper':
+        if wrapper not in ('OptimWrapper', 'AmpOptimWrapper'):
             raise ToolError(f'--amp needs optim_wrapper.type OptimWrapper, got {wrapper!r}')
-        else:
-            import torch
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-            if not torch.cuda.is_available():
-                # mmengine's AmpOptimWrapper is CUDA-only; on CPU use bf16 autocast.
-                cfg.optim_wrapper.type = 'ADDPCPUAmpOptimWrapper'
-                cfg.optim_wrapper.pop('loss_scale', None)
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    _amp_on_cpu(cfg)
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg:
             raise ToolError('--auto-scale-lr needs `auto_scale_lr = dict(base_batch_size=...)` '
@@ -79,6 +72,15 @@ def merge_args(cfg, args):
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     return cfg
+
+
+def _amp_on_cpu(cfg) -> None:
+    """mmengine's AmpOptimWrapper is CUDA/NPU-only; on a CPU use bf16 autocast."""
+    import torch
+    if cfg.optim_wrapper.get('type') == 'AmpOptimWrapper' and not torch.cuda.is_available():
+        cfg.optim_wrapper.type = 'ADDPCPUAmpOptimWrapper'
+        cfg.optim_wrapper.pop('loss_scale', None)
+        cfg.optim_wrapper['dtype'] = 'bfloat16'
 
 
 def main() -> None:

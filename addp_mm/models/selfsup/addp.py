@@ -388,6 +388,12 @@ class ADDP(BaseSelfSupervisor):
         require_frozen_checkpoints (bool): Raise at build time when the
             tokenizer or predictor has no checkpoint. Set False only for tests
             that load full weights afterwards. Defaults to True.
+        batch_predictor_passes (bool): Performance switch: run the two token
+            predictor passes (``m_{t+1}`` and ``m_t``) as one batched call
+            (:meth:`MAGETokenPredictor.predict_probs_multi`). Bitwise equal to
+            two calls with a deterministic predictor (tested); with the
+            release's active predictor dropout the dropout draws differ (same
+            distribution). Defaults to False.
         data_preprocessor (dict, optional): Defaults to a
             ``SelfSupDataPreprocessor`` with mean 0, std 255 and BGR->RGB, i.e.
             RGB in [0, 1] (no ImageNet normalisation before the tokenizer).
@@ -405,6 +411,7 @@ class ADDP(BaseSelfSupervisor):
                  pixel_mean: Sequence[float] = IMAGENET_MEAN,
                  pixel_std: Sequence[float] = IMAGENET_STD,
                  require_frozen_checkpoints: bool = True,
+                 batch_predictor_passes: bool = False,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         # ---- build-time checks of the external checkpoints (before any heavy build)
@@ -442,6 +449,7 @@ class ADDP(BaseSelfSupervisor):
             ms_cfg.setdefault('type', 'ADDPMaskSampler')
             mask_sampler = MODELS.build(ms_cfg)
         self.mask_sampler = mask_sampler
+        self.batch_predictor_passes = batch_predictor_passes
         self.sampler = MODELS.build(sampler) if isinstance(sampler, dict) else sampler
         self.register_buffer('pixel_mean', torch.tensor(pixel_mean, dtype=torch.float32).view(1, -1, 1, 1),
                              persistent=False)
@@ -608,8 +616,13 @@ class ADDP(BaseSelfSupervisor):
 
         with torch.no_grad():
             z0, _ = self.tokenizer.encode(images)  # [B, N]
-            probs_next = self.token_predictor.predict_probs(z0, mask_t_next)  # [B, N, K]
-            target = self.token_predictor.predict_probs(z0, mask_t)  # [B, N, K]
+            if self.batch_predictor_passes and hasattr(self.token_predictor, 'predict_probs_multi'):
+                # one batched pass over [m_{t+1}; m_t]  ([2B, N] -> 2 x [B, N, K])
+                probs_next, target = self.token_predictor.predict_probs_multi(
+                    z0, [mask_t_next, mask_t])
+            else:
+                probs_next = self.token_predictor.predict_probs(z0, mask_t_next)  # [B, N, K]
+                target = self.token_predictor.predict_probs(z0, mask_t)  # [B, N, K]
             x_t = self.tokens_to_pixels(z0, probs_next, mask_t)  # [B, 3, H, W]
         latent = self.encode_pixels(x_t)  # [B, 1+N, D]
         logits = self.neck(latent, z0, mask_t)  # [B, 1+N+n_vis, V]

@@ -52,17 +52,18 @@ predictor ran *with dropout active* during pretraining (a stochastic teacher).
 ``train()``/``eval()``. The default ``False`` keeps it in eval mode always
 (deterministic targets).
 """
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from addp_mm.models.layers import Block, MlmLayer
+from addp_mm.models.layers import Block, MlmLayer, set_sdpa
 from addp_mm.registry import register_model
 from addp_mm.utils.checkpoint import (CheckpointError, check_state_dict,
                                       load_external_state_dict)
+from .vqgan import frozen_precision, maybe_compile, parse_frozen_dtype
 
 __all__ = ['MAGETokenPredictor', 'convert_mage_state_dict', 'MAGE_UNUSED_KEYS',
            'MAGE_UNUSED_PREFIXES']
@@ -171,6 +172,17 @@ class MAGETokenPredictor(BaseModule):
             the predictor always stays in eval mode. Defaults to False.
         checkpoint (str, optional): MAGE file loaded strictly in
             :meth:`init_weights` (see the module docstring). Defaults to None.
+        use_sdpa (bool): Performance switch: ``F.scaled_dot_product_attention``
+            in every block (see :class:`~addp_mm.models.layers.Attention`;
+            fp32 results within ~1e-5 of the explicit path). Defaults to False.
+        frozen_dtype (str, optional): Performance switch: precision of the
+            forward pass. None follows the caller's autocast state; ``'fp32'``
+            forces float32; ``'bf16'``/``'fp16'`` runs it under
+            ``torch.autocast``. The softmax of :meth:`predict_probs` is always
+            float32. Defaults to None.
+        compile (bool | dict): Performance switch: ``torch.compile`` the
+            embedding → blocks → MLM computation (dict = its keyword
+            arguments), lazily on the first call. Defaults to False.
         init_cfg (dict | list[dict], optional): mmengine init config. Defaults
             to None.
     """
@@ -190,6 +202,9 @@ class MAGETokenPredictor(BaseModule):
                  fake_class_id: int = 1100,
                  train_dropout: bool = False,
                  checkpoint: Optional[str] = None,
+                 use_sdpa: bool = False,
+                 frozen_dtype: Optional[str] = None,
+                 compile: Union[bool, dict] = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.num_codes = num_codes
@@ -219,6 +234,15 @@ class MAGETokenPredictor(BaseModule):
         self.mlm_layer = MlmLayer(decoder_embed_dims, embed_dims, self.vocab_size, ln_eps=1e-5)
         self._random_init()
         self._freeze()
+        # performance switches (none changes the state dict)
+        set_sdpa(self, use_sdpa)
+        self.frozen_dtype = parse_frozen_dtype(frozen_dtype)
+        self.compile = compile
+        self._compiled: Dict[str, Callable] = {}
+
+    def set_frozen_dtype(self, frozen_dtype: Optional[str]) -> None:
+        """Change ``frozen_dtype`` at run time (see the class docstring)."""
+        self.frozen_dtype = parse_frozen_dtype(frozen_dtype)
 
     # ------------------------------------------------------------------ init
     def _random_init(self) -> None:
@@ -323,7 +347,26 @@ class MAGETokenPredictor(BaseModule):
         ids = torch.where(mask, torch.full_like(tokens, self.mask_id), tokens)
         ids = torch.cat([ids.new_full((B, 1), self.fake_class_id), ids], dim=1)  # [B, 1+N]
         slot_mask = torch.cat([mask.new_zeros(B, 1), mask], dim=1)  # [B, 1+N]
+        fn = self._forward_ids
+        if self.compile:
+            if 'forward' not in self._compiled:
+                self._compiled['forward'] = maybe_compile(self._forward_ids, self.compile)
+            fn = self._compiled['forward']
+        if self.frozen_dtype is None:
+            return fn(ids, slot_mask)
+        with frozen_precision(self.frozen_dtype, tokens.device.type):
+            return fn(ids, slot_mask).float()
 
+    def _forward_ids(self, ids: Tensor, slot_mask: Tensor) -> Tensor:
+        """Embeddings → encoder → decoder → MLM head for prepared ids.
+
+        Args:
+            ids (Tensor): ``[B, 1+N]`` vocabulary ids (slot 0 = class id).
+            slot_mask (Tensor): ``[B, 1+N]`` bool, True = masked slot.
+
+        Returns:
+            Tensor: ``[B, 1+N, vocab_size]`` logits.
+        """
         # encoder: all 1+N slots, nothing dropped
         x = self.token_emb(ids)  # [B, 1+N, D]
         for blk in self.blocks:
@@ -352,6 +395,33 @@ class MAGETokenPredictor(BaseModule):
         """
         logits = self.forward_logits(tokens, mask)[:, 1:, :self.num_codes]  # [B, N, K]
         return logits.float().softmax(dim=-1)
+
+    def predict_probs_multi(self, tokens: Tensor, masks: Sequence[Tensor]) -> List[Tensor]:
+        """:meth:`predict_probs` for several masks of the same tokens in one
+        batched forward pass (performance: one pass over ``len(masks) * B``
+        samples instead of ``len(masks)`` passes).
+
+        Every sample is computed independently, so in eval mode each result
+        equals the separate :meth:`predict_probs` call up to the rounding of
+        the batch-size-dependent matmul blocking (bitwise equal with the
+        default CPU BLAS in the tests). With dropout active
+        (``train_dropout=True`` in train mode) the dropout draws differ from
+        separate calls (same distribution).
+
+        Args:
+            tokens (Tensor): LongTensor ``[B, N]``.
+            masks (Sequence[Tensor]): Masks ``[B, N]`` (1/True = masked).
+
+        Returns:
+            list[Tensor]: One ``[B, N, num_codes]`` tensor per mask, in order.
+        """
+        if len(masks) == 0:
+            raise ValueError('predict_probs_multi needs at least one mask')
+        B = tokens.shape[0]
+        stacked = torch.cat([m.bool() if m.dtype == torch.bool else m > 0.5 for m in masks],
+                            dim=0).to(tokens.device)  # [M*B, N]
+        probs = self.predict_probs(tokens.repeat(len(masks), 1), stacked)  # [M*B, N, K]
+        return list(probs.split(B, dim=0))
 
     def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
         """Alias of :meth:`predict_probs`."""
