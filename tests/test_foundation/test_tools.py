@@ -72,11 +72,13 @@ def test_test_tool_prints_and_dumps_accuracy(trained, embedded_cwd, tmp_path):
 def test_two_process_cpu_training(embedded_cwd, tmp_path):
     work = str(tmp_path / 'dist')
     proc = run_tool(['-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29531',
-                     TRAIN, CFG, '--launcher', 'pytorch', '--work-dir', work,
+                     TRAIN, CFG, '--launcher', 'pytorch', '--work-dir', work, '--amp',
                      '--cfg-options', 'train_cfg.max_iters=2', 'train_cfg.val_interval=2'],
                     cwd=embedded_cwd)
     log = proc.stdout + proc.stderr
     assert 'Distributed training: True' in log
+    # --amp without CUDA trains under bf16 autocast instead of failing
+    assert "type='ADDPCPUAmpOptimWrapper'" in log
     assert osp.isfile(osp.join(work, 'iter_2.pth'))
     ckpt = _load_runner_ckpt(osp.join(work, 'iter_2.pth'))
     assert ckpt['meta']['iter'] == 2
