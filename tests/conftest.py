@@ -12,6 +12,20 @@ def embedded_cwd(tmp_path_factory) -> str:
     return cwd
 
 
+def _enter_mmpretrain_scope() -> None:
+    import uuid
+
+    from mmengine.registry import DefaultScope
+    DefaultScope.get_instance(f'addp-test-{uuid.uuid4().hex}', scope_name='mmpretrain')
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _mmpretrain_default_scope_per_module():
+    """Module-scoped fixtures are built before function-scoped ones: reset first."""
+    _enter_mmpretrain_scope()
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _mmpretrain_default_scope():
     """Start every test in mmpretrain's scope.
@@ -20,8 +34,5 @@ def _mmpretrain_default_scope():
     detection or segmentation test would otherwise leave ``mmdet``/``mmseg`` as
     the scope of every later registry build.
     """
-    import uuid
-
-    from mmengine.registry import DefaultScope
-    DefaultScope.get_instance(f'addp-test-{uuid.uuid4().hex}', scope_name='mmpretrain')
+    _enter_mmpretrain_scope()
     yield

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from addp_mm.registry import register_model_everywhere
-from .addp_vitdet import ADDPDenseViTBase, ADDPWindowBlock, _check_out_indices, _to_2tuple
+from addp_mm.models.layers import to_2tuple
+from .addp_vitdet import ADDPDenseViTBase, ADDPWindowBlock, _check_out_indices
 
 
 @register_model_everywhere
@@ -76,7 +77,7 @@ class ADDPViTSeg(ADDPDenseViTBase):
                  use_sdpa: bool = False,
                  pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
-        img = _to_2tuple(img_size)
+        img = to_2tuple(img_size)
         if img[0] % patch_size or img[1] % patch_size:
             raise ValueError(f'img_size={img} is not a multiple of patch_size={patch_size}')
         grid = (img[0] // patch_size, img[1] // patch_size)

@@ -36,7 +36,7 @@ from mmpretrain.models.backbones.vit_sam import (get_rel_pos, window_partition,
 from mmpretrain.models.utils import resize_pos_embed
 from torch import Tensor, nn
 
-from addp_mm.models.layers import Attention, Block
+from addp_mm.models.layers import Attention, Block, to_2tuple
 from addp_mm.models.utils.encoder_weights import load_addp_encoder_state_dict
 from addp_mm.registry import register_model_everywhere
 from addp_mm.utils.checkpoint import CheckpointError, check_state_dict
@@ -44,13 +44,6 @@ from addp_mm.utils.checkpoint import CheckpointError, check_state_dict
 _BLOCK_KEY = re.compile(r'^blocks\.(\d+)\.')
 
 
-def _to_2tuple(x: Union[int, Sequence[int]]) -> Tuple[int, int]:
-    if isinstance(x, int):
-        return (x, x)
-    x = tuple(x)
-    if len(x) != 2:
-        raise ValueError(f'expected an int or a pair, got {x}')
-    return (int(x[0]), int(x[1]))
 
 
 def decomposed_rel_pos_bias(q: Tensor, rel_pos_h: Tensor, rel_pos_w: Tensor,
@@ -565,12 +558,12 @@ class ADDPViTDet(ADDPDenseViTBase):
                  use_sdpa: bool = False,
                  pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
-        pre = _to_2tuple(pretrain_img_size)
+        pre = to_2tuple(pretrain_img_size)
         if pre[0] % patch_size or pre[1] % patch_size:
             raise ValueError(f'pretrain_img_size={pre} is not a multiple of patch_size={patch_size}')
         super().__init__(arch, patch_size, in_channels, (pre[0] // patch_size, pre[1] // patch_size),
                          drop_rate, use_tokenizer_norm, norm_eps, pretrained, init_cfg)
-        img = _to_2tuple(img_size)
+        img = to_2tuple(img_size)
         self.img_size = img
         grid = (math.ceil(img[0] / patch_size), math.ceil(img[1] / patch_size))
         if global_attn_indexes is None:

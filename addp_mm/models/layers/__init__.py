@@ -1,3 +1,5 @@
-from .transformer import Attention, Block, DropPath, Mlp, MlmLayer, set_sdpa
+from .transformer import (Attention, Block, DropPath, Mlp, MlmLayer, init_linear_layernorm,
+                          set_sdpa, to_2tuple)
 
-__all__ = ['Attention', 'Block', 'DropPath', 'Mlp', 'MlmLayer', 'set_sdpa']
+__all__ = ['Attention', 'Block', 'DropPath', 'Mlp', 'MlmLayer', 'set_sdpa', 'to_2tuple',
+           'init_linear_layernorm']

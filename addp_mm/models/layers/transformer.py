@@ -5,7 +5,7 @@ Parameter names follow timm's ``vision_transformer.py`` (``norm1``,
 ``attn.qkv``, ``attn.proj``, ``norm2``, ``mlp.fc1``, ``mlp.fc2``) so that the
 officially released ADDP and MAGE checkpoints load without renaming.
 """
-from typing import Optional
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -167,6 +167,27 @@ class MlmLayer(nn.Module):
         return x @ word_embeddings.t() + self.bias
 
 
+def to_2tuple(x: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    """``8 -> (8, 8)``; a pair is checked and returned as ints."""
+    if isinstance(x, int):
+        return (x, x)
+    x = tuple(x)
+    if len(x) != 2:
+        raise ValueError(f'expected an int or a pair, got {x}')
+    return (int(x[0]), int(x[1]))
+
+
+def init_linear_layernorm(m: nn.Module) -> None:
+    """Xavier-uniform ``Linear`` (zero bias) and unit ``LayerNorm``, as MAE/MAGE/ADDP."""
+    if isinstance(m, nn.Linear):
+        nn.init.xavier_uniform_(m.weight)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
 def set_sdpa(module: nn.Module, enabled: bool) -> None:
     """Switch every :class:`Attention` under ``module`` to or from SDPA."""
     for m in module.modules():
@@ -174,4 +195,4 @@ def set_sdpa(module: nn.Module, enabled: bool) -> None:
             m.use_sdpa = enabled
 
 
-__all__ = ['Attention', 'Mlp', 'DropPath', 'Block', 'MlmLayer', 'set_sdpa']
+__all__ = ['Attention', 'Mlp', 'DropPath', 'Block', 'MlmLayer', 'set_sdpa', 'to_2tuple', 'init_linear_layernorm']

@@ -36,7 +36,7 @@ from mmpretrain.models.selfsup import BaseSelfSupervisor
 from mmpretrain.registry import MODELS
 from torch import Tensor, nn
 
-from addp_mm.models.layers import Block, MlmLayer
+from addp_mm.models.layers import Block, MlmLayer, init_linear_layernorm, to_2tuple
 from addp_mm.registry import register_model
 from .mask_schedule import ADDPMaskSampler
 
@@ -44,13 +44,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _to_2tuple(x: Union[int, Sequence[int]]) -> Tuple[int, int]:
-    if isinstance(x, int):
-        return (x, x)
-    x = tuple(x)
-    if len(x) != 2:
-        raise ValueError(f'expected an int or a pair, got {x}')
-    return int(x[0]), int(x[1])
 
 
 class _PatchEmbed(nn.Module):
@@ -66,15 +59,6 @@ class _PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
-def _init_linear_ln(m: nn.Module) -> None:
-    """Xavier-uniform Linear (bias 0) and unit LayerNorm, as the reference."""
-    if isinstance(m, nn.Linear):
-        nn.init.xavier_uniform_(m.weight)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
 
 
 class ADDPViT(BaseModule):
@@ -122,8 +106,8 @@ class ADDPViT(BaseModule):
                  use_sdpa: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        self.img_size = _to_2tuple(img_size)
-        self.patch_size = _to_2tuple(patch_size)
+        self.img_size = to_2tuple(img_size)
+        self.patch_size = to_2tuple(patch_size)
         if self.img_size[0] % self.patch_size[0] or self.img_size[1] % self.patch_size[1]:
             raise ValueError(f'img_size {self.img_size} is not divisible by patch_size {self.patch_size}')
         self.grid_size = (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
@@ -150,7 +134,7 @@ class ADDPViT(BaseModule):
             return
         nn.init.normal_(self.pos_embed, std=.02)
         nn.init.normal_(self.cls_token, std=.02)
-        self.apply(_init_linear_ln)
+        self.apply(init_linear_layernorm)
         w = self.patch_embed.proj.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.zeros_(self.patch_embed.proj.bias)
@@ -263,7 +247,7 @@ class ADDPDecoder(BaseModule):
         for p in (self.decoder_pos_embed_learned, self.decoder_pos_mask_embed,
                   self.decoder_pos_token_embed, self.mask_token, self.token_emb.weight):
             nn.init.normal_(p, std=.02)
-        self.apply(_init_linear_ln)
+        self.apply(init_linear_layernorm)
         nn.init.zeros_(self.mlm_layer.bias)
 
     def forward(self, latent: Optional[Tensor], tokens: Tensor, mask: Tensor) -> Tensor:

@@ -59,7 +59,7 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from addp_mm.models.layers import Block, MlmLayer, set_sdpa
+from addp_mm.models.layers import Block, MlmLayer, init_linear_layernorm, set_sdpa
 from addp_mm.registry import register_model
 from addp_mm.utils.checkpoint import (CheckpointError, check_state_dict,
                                       load_external_state_dict)
@@ -250,14 +250,7 @@ class MAGETokenPredictor(BaseModule):
         nn.init.trunc_normal_(self.decoder_pos_embed_learned, std=.02)
         nn.init.trunc_normal_(self.token_emb.word_embeddings.weight, std=.02)
         nn.init.trunc_normal_(self.token_emb.position_embeddings.weight, std=.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        self.apply(init_linear_layernorm)
 
     def _freeze(self) -> None:
         for p in self.parameters():
