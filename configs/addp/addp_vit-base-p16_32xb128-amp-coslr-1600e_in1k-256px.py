@@ -92,6 +92,8 @@ optim_wrapper = dict(
     # timm param_groups_weight_decay: no decay on 1-D params (norms, biases)
     # and on `*.bias` (incl. mlm_layer.bias [1,1,V]); cls_token, mask_token,
     # every position table and token_emb ARE decayed (spec §1.7).
+    # same groups as mmengine's default constructor, without a warning per frozen tensor
+    constructor='ADDPFrozenAwareOptimWrapperConstructor',
     paramwise_cfg=dict(norm_decay_mult=0., bias_decay_mult=0., flat_decay_mult=0.))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6, by_epoch=True, begin=0, end=warmup_epochs,

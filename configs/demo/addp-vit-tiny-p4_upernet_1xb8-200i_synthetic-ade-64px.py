@@ -12,7 +12,7 @@
 _base_ = ['../addp_seg/addp-vit-tiny_upernet_test_ade20k-64x64.py']
 
 # ---------------------------------------------------------------- user paths
-pretrained = 'work_dirs/demo/addp/iter_600.pth'  # an ADDP pretraining checkpoint
+pretrained = 'work_dirs/demo/addp/iter_1500.pth'  # an ADDP pretraining checkpoint
 data_root = 'data/synthetic_ade_64px/'  # tools/demo.py writes it (build_synthetic_ade)
 # --------------------------------------------------------------------------
 

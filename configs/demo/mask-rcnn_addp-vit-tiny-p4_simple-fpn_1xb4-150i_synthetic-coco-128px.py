@@ -12,7 +12,7 @@
 _base_ = ['../addp_det/mask-rcnn_addp-vit-tiny_simple-fpn_test_coco.py']
 
 # ---------------------------------------------------------------- user paths
-pretrained = 'work_dirs/demo/addp/iter_600.pth'  # an ADDP pretraining checkpoint
+pretrained = 'work_dirs/demo/addp/iter_1500.pth'  # an ADDP pretraining checkpoint
 data_root = 'data/synthetic_coco_128px/'  # tools/demo.py writes it (build_synthetic_coco)
 # --------------------------------------------------------------------------
 
@@ -42,6 +42,7 @@ model = dict(
 
 train_dataloader = dict(
     batch_size=4,
+    sampler=dict(type='InfiniteSampler', shuffle=True),  # no 2 s pause per epoch
     dataset=dict(data_root=data_root, metainfo=dict(classes=classes)))
 val_dataloader = dict(dataset=dict(data_root=data_root, metainfo=dict(classes=classes)))
 test_dataloader = val_dataloader

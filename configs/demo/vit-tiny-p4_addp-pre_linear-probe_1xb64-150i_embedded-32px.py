@@ -13,7 +13,7 @@ _base_ = ['mmpretrain::_base_/default_runtime.py']
 custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
 
 # ---------------------------------------------------------------- user paths
-pretrained_ckpt = 'work_dirs/demo/addp/iter_600.pth'  # an ADDP pretraining checkpoint
+pretrained_ckpt = 'work_dirs/demo/addp/iter_1500.pth'  # an ADDP pretraining checkpoint
 data_root = 'data/embedded_photos_32px'
 # --------------------------------------------------------------------------
 
@@ -66,7 +66,7 @@ dataset = dict(type='ADDPEmbeddedPhotos', data_root=data_root, crop_size=img_siz
 train_dataloader = dict(
     batch_size=64,
     num_workers=0,
-    sampler=dict(type='DefaultSampler', shuffle=True),
+    sampler=dict(type='InfiniteSampler', shuffle=True),  # no 2 s pause per epoch
     dataset=dict(**dataset, split='train', pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=112,

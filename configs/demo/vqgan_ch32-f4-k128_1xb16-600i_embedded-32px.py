@@ -63,7 +63,8 @@ dataset = dict(type='ADDPEmbeddedPhotos', data_root=data_root, crop_size=img_siz
 train_dataloader = dict(
     batch_size=16,
     num_workers=0,
-    sampler=dict(type='DefaultSampler', shuffle=True),
+    # an endless shuffled stream: no epoch boundaries (mmengine pauses 2 s at each)
+    sampler=dict(type='InfiniteSampler', shuffle=True),
     collate_fn=dict(type='default_collate'),
     dataset=dict(**dataset, split='train', pipeline=train_pipeline))
 

@@ -185,3 +185,105 @@ def test_visualization_hook_panels(tiny):
     # the x_0 panel is the input image (RGB after the preprocessor's BGR->RGB flip)
     x0 = torch.from_numpy(rows[0][:, :64]).permute(2, 0, 1)
     assert torch.equal(x0, data['inputs'][0].flip(0))
+
+
+def test_without_reliable_token_conditioning(tiny):
+    """The paper's ablation: visible ids reach the prediction only through x_t."""
+    images = _images()
+    noise = torch.rand(2, 64, generator=torch.Generator().manual_seed(1))
+    ref = build(tiny)
+    m_t = ref.mask_sampler.masks_from_noise(noise, 40)
+    m_n = ref.mask_sampler.masks_from_noise(noise, 48)
+    model = build(tiny, neck=dict(use_reliable_tokens=False))
+    # same parameters (checkpoints load either way); two of them are frozen
+    assert model.state_dict().keys() == ref.state_dict().keys()
+    frozen = {n for n, p in model.neck.named_parameters() if not p.requires_grad}
+    assert frozen == {'token_emb.weight', 'decoder_pos_token_embed'}
+    model.train()
+    out = model.forward_train_step(images, m_t, m_n, return_intermediates=True)
+    assert out['logits'].shape[1] == 1 + 64  # nothing appended
+    out['loss'].backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
+    # the visible token ids themselves are not read: other ids, same logits
+    model.eval()
+    ref.eval()
+    with torch.no_grad():
+        z = out['z0']
+        other = (z + 1) % 64
+        a = model.predict_logits(out['x_t'], z, m_t)
+        b = model.predict_logits(out['x_t'], other, m_t)
+        assert torch.equal(a, b)
+        # ... while the reference decoder does read them
+        assert not torch.allclose(ref.predict_logits(out['x_t'], z, m_t),
+                                  ref.predict_logits(out['x_t'], other, m_t))
+
+
+def test_performance_argument(tiny):
+    from addp_mm.models.utils.performance import PRESETS, describe_performance
+    model = build(tiny)
+    assert describe_performance(model)['sdpa'] is False
+    fast_cfg = copy.deepcopy(tiny.model)
+    fast_cfg.performance = 'fast'
+    torch.manual_seed(0)
+    fast = MODELS.build(fast_cfg)
+    got = describe_performance(fast)
+    for k in ('sdpa', 'channels_last', 'fused_act', 'batch_predictor_passes'):
+        assert got[k] == PRESETS['fast'][k], k
+    # same parameters and the same deterministic eval-mode predictions (fp32)
+    fast.init_weights()
+    fast.load_state_dict(model.state_dict())
+    model.eval()
+    fast.eval()
+    noise = torch.rand(2, 64, generator=torch.Generator().manual_seed(2))
+    m_t = model.mask_sampler.masks_from_noise(noise, 40)
+    m_n = model.mask_sampler.masks_from_noise(noise, 48)
+    with torch.no_grad():
+        a = model.forward_train_step(_images(), m_t, m_n)['loss']
+        b = fast.forward_train_step(_images(), m_t, m_n)['loss']
+    assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+    dict_cfg = copy.deepcopy(tiny.model)
+    dict_cfg.performance = dict(sdpa=True)
+    assert describe_performance(MODELS.build(dict_cfg))['sdpa'] is True
+    for bad, msg in (('fastest', 'unknown performance preset'),
+                     (dict(sdpa=True, flash=True), 'unknown performance switch')):
+        bad_cfg = copy.deepcopy(tiny.model)
+        bad_cfg.performance = bad
+        with pytest.raises(ValueError, match=msg):
+            MODELS.build(bad_cfg)
+
+
+def test_frozen_aware_constructor_same_groups_one_log_line(tiny):
+    """The configs' constructor builds mmengine's default groups without a
+    warning per frozen tensor."""
+    import logging
+
+    from mmengine.logging import MMLogger
+    from mmengine.optim import build_optim_wrapper
+    assert tiny.optim_wrapper.constructor == 'ADDPFrozenAwareOptimWrapperConstructor'
+    model = build(tiny)
+
+    def groups(constructor):
+        cfg = copy.deepcopy(tiny.optim_wrapper)
+        cfg.constructor = constructor
+        records = []
+        handler = logging.Handler()
+        handler.emit = records.append
+        logger = MMLogger.get_current_instance()
+        logger.addHandler(handler)
+        try:
+            wrapper = build_optim_wrapper(model, cfg)
+        finally:
+            logger.removeHandler(handler)
+        out = [(tuple(id(p) for p in g['params']), g['lr'], g['weight_decay'])
+               for g in wrapper.optimizer.param_groups]
+        warnings = [r for r in records if r.levelno >= logging.WARNING]
+        return out, warnings, records
+
+    ours, ours_warn, ours_logs = groups('ADDPFrozenAwareOptimWrapperConstructor')
+    default, default_warn, _ = groups('DefaultOptimWrapperConstructor')
+    assert ours == default
+    n_frozen = sum(1 for p in model.parameters() if not p.requires_grad)
+    assert len(default_warn) == n_frozen > 50
+    assert ours_warn == []
+    assert any(f'{n_frozen} frozen parameter tensors' in r.getMessage() for r in ours_logs)

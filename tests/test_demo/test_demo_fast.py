@@ -45,17 +45,20 @@ def test_report_written_with_every_section(demo):
 def test_transfer_margin_against_random_init_is_reported(demo):
     """Both probes train to far above chance and REPORT.md states the margin.
 
-    At demo scale the ADDP encoder does NOT yet beat the random-init encoder on
-    this probe (REPORT.md explains why); the margin is measured and reported, not
-    asserted to be positive.
+    The margin is measured and reported, not asserted to be positive: at
+    demo scale the ADDP encoder does not beat random init on this probe (see
+    REPORT.md), and the fast chain pretrains for only 60 iterations.
     """
     wd, summary, _ = demo
     t = summary['transfer']
     chance = 100.0 / 14
+    assert t['seeds'] == [0]
     assert t['addp_top1'] > 3 * chance and t['random_top1'] > 3 * chance, t
     assert t['margin'] == pytest.approx(t['addp_top1'] - t['random_top1'])
+    assert t['addp_top1'] == summary['stages']['transfer_addp']['metrics']['accuracy/top1']
     report = open(osp.join(wd, 'REPORT.md')).read()
     assert f"Margin: **{t['margin']:+.2f}** points" in report, t
+    assert f"| 0 | {t['addp_runs'][0]['top1']:.2f} | {t['random_runs'][0]['top1']:.2f} |" in report
 
 
 def test_samples_decoded_by_the_trained_tokenizer(demo):

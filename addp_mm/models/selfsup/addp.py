@@ -197,6 +197,15 @@ class ADDPDecoder(BaseModule):
         norm_eps (float): Block/final LayerNorm epsilon. Defaults to 1e-6.
         mlm_ln_eps (float): MLM-head LayerNorm epsilon. Defaults to 1e-5.
         use_sdpa (bool): Fused attention. Defaults to False.
+        use_reliable_tokens (bool): Append the embeddings of the reliable
+            (visible ground-truth) token ids to the decoder sequence, as the
+            reference does. False is the paper's "no reliable-token
+            conditioning" ablation: the prediction then sees the visible tokens
+            only through the encoder's reading of the pixels ``x_t``. The
+            parameters are allocated either way, so checkpoints load in both
+            settings; without conditioning, ``token_emb`` (read detached by the
+            MLM head) and ``decoder_pos_token_embed`` stay frozen at their
+            initialisation. Defaults to True.
         init_cfg (dict, optional): mmengine init config. Defaults to None.
     """
 
@@ -214,6 +223,7 @@ class ADDPDecoder(BaseModule):
                  norm_eps: float = 1e-6,
                  mlm_ln_eps: float = 1e-5,
                  use_sdpa: bool = False,
+                 use_reliable_tokens: bool = True,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if num_tokens is None or num_codes is None:
@@ -225,6 +235,7 @@ class ADDPDecoder(BaseModule):
         self.vocab_size = num_codes + num_classes + 1
         self.mask_id = self.vocab_size - 1
         self.embed_dims = embed_dims
+        self.use_reliable_tokens = use_reliable_tokens
 
         self.decoder_embed = nn.Linear(in_channels, embed_dims)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dims))
@@ -238,6 +249,11 @@ class ADDPDecoder(BaseModule):
         self.decoder_norm = nn.LayerNorm(embed_dims, eps=norm_eps)
         self.token_emb = nn.Embedding(self.vocab_size, embed_dims)
         self.mlm_layer = MlmLayer(embed_dims, embed_dims, self.vocab_size, ln_eps=mlm_ln_eps)
+        if not use_reliable_tokens:
+            # only the appended slots read these; without them they would get no
+            # gradient (the MLM head reads token_emb detached), which DDP rejects
+            self.token_emb.weight.requires_grad_(False)
+            self.decoder_pos_token_embed.requires_grad_(False)
 
     def init_weights(self) -> None:
         """Reference init unless a ``Pretrained`` init_cfg is given."""
@@ -262,7 +278,8 @@ class ADDPDecoder(BaseModule):
                 the same number of visible positions.
 
         Returns:
-            Tensor: Logits ``[B, 1 + N + n_vis, vocab_size]``; slot ``1+p`` is
+            Tensor: Logits ``[B, 1 + N + n_vis, vocab_size]`` (``[B, 1 + N,
+            vocab_size]`` without reliable-token conditioning); slot ``1+p`` is
             grid position ``p``.
         """
         B, N = tokens.shape
@@ -288,12 +305,13 @@ class ADDPDecoder(BaseModule):
         pos = torch.where(pos_mask, self.decoder_pos_mask_embed, self.decoder_pos_embed_learned)
         x = x + pos
 
-        # appended reliable-token embeddings, visible positions in increasing order
-        vis_idx = torch.argsort(mask.to(torch.uint8), dim=1, stable=True)[:, :n_vis]  # [B, n_vis]
-        vis_ids = torch.gather(tokens, 1, vis_idx)
-        tok = self.token_emb(vis_ids)  # [B, n_vis, Dd]
-        tok_pos = self.decoder_pos_token_embed[0, 1:][vis_idx]  # [B, n_vis, Dd]
-        x = torch.cat([x, (tok + tok_pos).to(x.dtype)], dim=1)  # [B, 1+N+n_vis, Dd]
+        if self.use_reliable_tokens:  # also when n_vis = 0: keeps the tables in the graph (DDP)
+            # appended reliable-token embeddings, visible positions in increasing order
+            vis_idx = torch.argsort(mask.to(torch.uint8), dim=1, stable=True)[:, :n_vis]
+            vis_ids = torch.gather(tokens, 1, vis_idx)  # [B, n_vis]
+            tok = self.token_emb(vis_ids)  # [B, n_vis, Dd]
+            tok_pos = self.decoder_pos_token_embed[0, 1:][vis_idx]  # [B, n_vis, Dd]
+            x = torch.cat([x, (tok + tok_pos).to(x.dtype)], dim=1)  # [B, 1+N+n_vis, Dd]
 
         for blk in self.decoder_blocks:
             x = blk(x)
@@ -349,6 +367,26 @@ def _ckpt_path(cfg_or_module: Union[dict, nn.Module]) -> Optional[str]:
     return getattr(cfg_or_module, 'checkpoint', None)
 
 
+def _performance_switches(performance: Optional[Union[str, dict]]) -> dict:
+    """Resolve ``ADDP(performance=...)`` to a switch dict, with clear errors."""
+    from addp_mm.models.utils.performance import PRESETS, configure_performance
+    if performance is None:
+        return {}
+    if isinstance(performance, str):
+        if performance not in PRESETS:
+            raise ValueError(f'unknown performance preset {performance!r}; choose one of '
+                             f'{sorted(PRESETS)} or give a dict of switches.')
+        return dict(PRESETS[performance])
+    if isinstance(performance, dict):
+        import inspect
+        known = [n for n in inspect.signature(configure_performance).parameters if n != 'model']
+        unknown = sorted(set(performance) - set(known))
+        if unknown:
+            raise ValueError(f'unknown performance switch(es) {unknown}; known switches: {known}.')
+        return dict(performance)
+    raise TypeError(f'performance must be None, a preset name or a dict, got {type(performance)}')
+
+
 class ADDP(BaseSelfSupervisor):
     """ADDP pretraining algorithm (see the module docstring).
 
@@ -378,6 +416,14 @@ class ADDP(BaseSelfSupervisor):
             two calls with a deterministic predictor (tested); with the
             release's active predictor dropout the dropout draws differ (same
             distribution). Defaults to False.
+        performance (str | dict, optional): Run-time performance switches
+            applied after the build: a preset name of
+            :data:`addp_mm.models.utils.performance.PRESETS` (``'plain'`` or
+            ``'fast'``) or a dict of switches for
+            :func:`~addp_mm.models.utils.performance.configure_performance`
+            (e.g. ``dict(sdpa=True, frozen_dtype='bf16')``). They change speed,
+            not the state dict. None leaves every module's own setting.
+            Defaults to None.
         data_preprocessor (dict, optional): Defaults to a
             ``SelfSupDataPreprocessor`` with mean 0, std 255 and BGR->RGB, i.e.
             RGB in [0, 1] (no ImageNet normalisation before the tokenizer).
@@ -396,8 +442,10 @@ class ADDP(BaseSelfSupervisor):
                  pixel_std: Sequence[float] = IMAGENET_STD,
                  require_frozen_checkpoints: bool = True,
                  batch_predictor_passes: bool = False,
+                 performance: Optional[Union[str, dict]] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
+        switches = _performance_switches(performance)  # validate before the heavy build
         # ---- build-time checks of the external checkpoints (before any heavy build)
         for name, cfg in (('tokenizer', tokenizer), ('token_predictor', token_predictor)):
             path = _ckpt_path(cfg)
@@ -475,6 +523,9 @@ class ADDP(BaseSelfSupervisor):
         self.num_codes = K
         self._freeze(self.tokenizer)
         self._freeze(self.token_predictor)
+        if switches:
+            from addp_mm.models.utils.performance import configure_performance
+            configure_performance(self, **switches)
 
     # ------------------------------------------------------------------ utils
     @staticmethod

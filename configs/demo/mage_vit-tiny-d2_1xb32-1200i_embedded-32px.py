@@ -4,7 +4,7 @@
 # truncated normal, loss on masked positions). The predictor is then the
 # frozen "teacher" of ADDP pretraining (configs/demo/addp_*.py).
 #
-#   python tools/train.py configs/demo/mage_vit-tiny-d2_1xb32-400i_embedded-32px.py \
+#   python tools/train.py configs/demo/mage_vit-tiny-d2_1xb32-1200i_embedded-32px.py \
 #       --cfg-options model.tokenizer.checkpoint=work_dirs/demo/tokenizer/iter_600.pth
 #
 # The Runner checkpoint is directly usable as MAGETokenPredictor(checkpoint=...)
@@ -55,12 +55,14 @@ model = dict(
         type='SelfSupDataPreprocessor', mean=[0., 0., 0.], std=[255., 255., 255.], to_rgb=True))
 
 train_dataloader = dict(batch_size=32)
-max_iters = 400
+max_iters = 1200
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05),
+    optimizer=dict(type='AdamW', lr=2e-3, betas=(0.9, 0.95), weight_decay=0.05),
     clip_grad=dict(max_norm=3.0),
+    # same groups as mmengine's default constructor, without a warning per frozen tensor
+    constructor='ADDPFrozenAwareOptimWrapperConstructor',
     paramwise_cfg=dict(norm_decay_mult=0., bias_decay_mult=0., flat_decay_mult=0.))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-2, by_epoch=False, begin=0, end=20),
