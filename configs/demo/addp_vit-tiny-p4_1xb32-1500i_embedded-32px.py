@@ -35,7 +35,7 @@ embed_dims = 64
 # - no dropout: the tiny model learns faster without it (linear probe after 600
 #   iterations: 93.3% without, 90.2% with dropout 0.1).
 # - performance='fast': SDPA, channels-last VQGAN, one batched predictor call
-#   (fp32; about 1.14x per step here, addp_mm/models/utils/performance.py).
+#   (fp32; about 1.1x per step here, docs/benchmarks.md).
 model = dict(
     performance='fast',
     backbone=dict(img_size=img_size, patch_size=patch_size, embed_dims=embed_dims, num_layers=4,
