@@ -35,3 +35,25 @@ def run_tool(args: List[str], cwd: str, timeout: int = 900, check: bool = True,
 
 #: The fixture folder of the test suite (reference tensors, key listings).
 TEST_DATA = osp.join(REPO_ROOT, 'tests', 'data')
+
+
+def save_runner_checkpoint(state_dict: dict, path: str, hub_name: str, it: int = 1) -> str:
+    """Write ``state_dict`` the way mmengine's Runner does (meta + a message hub
+    holding a ``HistoryBuffer``), to test loaders against real Runner files.
+
+    Args:
+        state_dict (dict): Model weights.
+        path (str): Output file.
+        hub_name (str): Name of the MessageHub instance to create.
+        it (int): Iteration recorded in ``meta``. Defaults to 1.
+
+    Returns:
+        str: ``path``.
+    """
+    from mmengine.logging import MessageHub
+    from mmengine.runner.checkpoint import save_checkpoint
+    hub = MessageHub.get_instance(hub_name)
+    hub.update_scalar('train/loss', 1.0)
+    save_checkpoint(dict(meta=dict(iter=it), state_dict=state_dict,
+                         message_hub=hub.state_dict()), path)
+    return path

@@ -567,6 +567,13 @@ def _bench_result(title: str, args, bench, applied, extra_settings) -> BenchResu
     return BenchResult(title=title, settings=settings)
 
 
+def _timed(fn, dtype: str, warmup: int, runs: int) -> list:
+    """``warmup`` untimed calls of ``fn(dtype)``, then the results of ``runs`` calls."""
+    for _ in range(warmup):
+        fn(dtype)
+    return [fn(dtype) for _ in range(runs)]
+
+
 # --------------------------------------------------------- benchmark: train
 def add_train_args(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
@@ -580,9 +587,7 @@ def run_train(args: argparse.Namespace, device: torch.device) -> BenchResult:
     bench = TrainBench(args, device)
     applied = apply_config(bench.model, args.preset, args.dtype, args.compile)
     mem0 = peak_memory_start(device)
-    for _ in range(args.warmup):
-        bench.step(args.dtype)
-    per_run = [bench.step(args.dtype) for _ in range(args.runs)]
+    per_run = _timed(bench.step, args.dtype, args.warmup, args.runs)
     peak = peak_memory_mb(device, mem0)
     res = _bench_result(f'ADDP training step, batch {args.batch_size}', args, bench, applied,
                         bench.settings())
@@ -605,12 +610,8 @@ def run_sample(args: argparse.Namespace, device: torch.device) -> BenchResult:
     bench = SampleBench(args, device)
     applied = apply_config(bench.model, args.preset, args.dtype, args.compile)
     mem0 = peak_memory_start(device)
-    for _ in range(args.warmup):
-        bench.step(args.dtype)
-    per_run = [bench.step(args.dtype) for _ in range(args.runs)]
-    for _ in range(args.full_warmup):
-        bench.full(args.dtype)
-    full = [bench.full(args.dtype) for _ in range(args.full_runs)]
+    per_run = _timed(bench.step, args.dtype, args.warmup, args.runs)
+    full = _timed(bench.full, args.dtype, args.full_warmup, args.full_runs)
     peak = peak_memory_mb(device, mem0)
     res = _bench_result(f'ADDP sampling, batch {args.batch_size}, {args.steps} steps', args, bench,
                         applied, bench.settings())

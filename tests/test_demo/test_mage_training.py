@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 import addp_mm  # noqa: F401
 from addp_mm.models.selfsup.mage_training import masked_token_loss, sample_truncnorm_ratio
+from addp_mm.testing import save_runner_checkpoint
 from mmpretrain.registry import MODELS
 from test_vqgan_training import TINY_TOK, photo_batch
 
@@ -149,18 +150,12 @@ def test_errors(tok_ckpt, tmp_path):
 
 
 def test_runner_checkpoint_loads_as_predictor(tok_ckpt, tmp_path):
-    from mmengine.logging import MessageHub
-    from mmengine.runner.checkpoint import save_checkpoint
     model = build(tok_ckpt)
     x = photo_batch(4)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     model.loss(x)['loss_mtm'].backward()
     opt.step()
-    hub = MessageHub.get_instance('m_test_mage')
-    hub.update_scalar('train/loss', 1.0)
-    path = str(tmp_path / 'iter_1.pth')
-    save_checkpoint(dict(meta=dict(iter=1), state_dict=model.state_dict(),
-                         message_hub=hub.state_dict()), path)
+    path = save_runner_checkpoint(model.state_dict(), str(tmp_path / 'iter_1.pth'), 'm_test_mage')
     tp = MODELS.build(dict(TINY_TP, checkpoint=path))
     tp.init_weights()
     for k, v in model.token_predictor.state_dict().items():

@@ -10,6 +10,7 @@ import torch
 import addp_mm  # noqa: F401
 from addp_mm.models.selfsup.vqgan_training import (VQGANMultiOptimWrapperConstructor,
                                                    VQGANTrainer, hinge_d_loss, vq_losses)
+from addp_mm.testing import save_runner_checkpoint
 from addp_mm.utils.checkpoint import CheckpointError
 from mmpretrain.registry import MODELS
 
@@ -192,15 +193,9 @@ def test_runner_checkpoint_loads_as_tokenizer(tmp_path):
     """A Runner-format checkpoint (HistoryBuffer in the message hub) of the
     trainer is read by ``VQGANTokenizer(checkpoint=...)`` (keys under
     ``tokenizer.``), ignoring the discriminator."""
-    from mmengine.logging import MessageHub
-    from mmengine.runner.checkpoint import save_checkpoint
     model = build(discriminator=dict(base_channels=8, num_layers=2, norm_num_groups=4))
     model.loss(photo_batch(4))  # changes the codebook (data init)
-    hub = MessageHub.get_instance('m_test_vq')
-    hub.update_scalar('train/loss', 1.0)
-    path = str(tmp_path / 'iter_1.pth')
-    save_checkpoint(dict(meta=dict(iter=1), state_dict=model.state_dict(),
-                         message_hub=hub.state_dict()), path)
+    path = save_runner_checkpoint(model.state_dict(), str(tmp_path / 'iter_1.pth'), 'm_test_vq')
     tok = MODELS.build(dict(TINY_TOK, checkpoint=path))
     tok.init_weights()
     for k, v in model.tokenizer.state_dict().items():

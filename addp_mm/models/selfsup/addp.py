@@ -26,6 +26,7 @@ official model also allocates ``pos_token_embed``, ``pos_mask_embed``,
 deliberately not created here (so DDP needs no ``find_unused_parameters``) and
 the converter drops them as documented-unused.
 """
+import inspect
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -37,11 +38,10 @@ from mmpretrain.registry import MODELS
 from torch import Tensor, nn
 
 from addp_mm.models.layers import Block, MlmLayer, init_linear_layernorm, to_2tuple
+from addp_mm.models.utils.performance import PRESETS, configure_performance
+from addp_mm.models.utils.pixels import IMAGENET_MEAN, IMAGENET_STD, unit_rgb_preprocessor
 from addp_mm.registry import register_model
 from .mask_schedule import ADDPMaskSampler
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 
@@ -369,7 +369,6 @@ def _ckpt_path(cfg_or_module: Union[dict, nn.Module]) -> Optional[str]:
 
 def _performance_switches(performance: Optional[Union[str, dict]]) -> dict:
     """Resolve ``ADDP(performance=...)`` to a switch dict, with clear errors."""
-    from addp_mm.models.utils.performance import PRESETS, configure_performance
     if performance is None:
         return {}
     if isinstance(performance, str):
@@ -378,7 +377,6 @@ def _performance_switches(performance: Optional[Union[str, dict]]) -> dict:
                              f'{sorted(PRESETS)} or give a dict of switches.')
         return dict(PRESETS[performance])
     if isinstance(performance, dict):
-        import inspect
         known = [n for n in inspect.signature(configure_performance).parameters if n != 'model']
         unknown = sorted(set(performance) - set(known))
         if unknown:
@@ -470,8 +468,7 @@ class ADDP(BaseSelfSupervisor):
             neck.setdefault('num_tokens', backbone.num_patches)
             neck.setdefault('num_codes', tokenizer.num_embeddings)
         if data_preprocessor is None:
-            data_preprocessor = dict(type='SelfSupDataPreprocessor', mean=[0., 0., 0.],
-                                     std=[255., 255., 255.], to_rgb=True)
+            data_preprocessor = unit_rgb_preprocessor()
         super().__init__(backbone=backbone, neck=neck, head=head,
                          data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.tokenizer = tokenizer
@@ -524,7 +521,6 @@ class ADDP(BaseSelfSupervisor):
         self._freeze(self.tokenizer)
         self._freeze(self.token_predictor)
         if switches:
-            from addp_mm.models.utils.performance import configure_performance
             configure_performance(self, **switches)
 
     # ------------------------------------------------------------------ utils

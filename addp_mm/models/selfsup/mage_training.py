@@ -44,6 +44,7 @@ from mmengine.model import BaseModel
 from mmpretrain.registry import MODELS
 from torch import Tensor, nn
 
+from addp_mm.models.utils.pixels import unit_rgb_preprocessor
 from addp_mm.registry import register_model
 from .vqgan_training import _as_batch
 
@@ -124,8 +125,7 @@ class MAGEPredictorTrainer(BaseModel):
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         if data_preprocessor is None:
-            data_preprocessor = dict(type='SelfSupDataPreprocessor', mean=[0., 0., 0.],
-                                     std=[255., 255., 255.], to_rgb=True)
+            data_preprocessor = unit_rgb_preprocessor()
         if isinstance(data_preprocessor, dict):
             data_preprocessor = MODELS.build(data_preprocessor)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)

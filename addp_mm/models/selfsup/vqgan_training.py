@@ -60,6 +60,7 @@ from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper, OptimWr
 from mmpretrain.registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS
 from torch import Tensor, nn
 
+from addp_mm.models.utils.pixels import IMAGENET_MEAN, IMAGENET_STD, unit_rgb_preprocessor
 from addp_mm.registry import register_model
 from addp_mm.utils.checkpoint import (CheckpointError, check_state_dict,
                                       load_external_state_dict)
@@ -69,8 +70,6 @@ __all__ = [
     'VQGANMultiOptimWrapperConstructor', 'vq_losses', 'hinge_d_loss'
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def vq_losses(latents: Tensor, quant: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -366,8 +365,7 @@ class VQGANTrainer(BaseModel):
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         if data_preprocessor is None:
-            data_preprocessor = dict(type='SelfSupDataPreprocessor', mean=[0., 0., 0.],
-                                     std=[255., 255., 255.], to_rgb=True)
+            data_preprocessor = unit_rgb_preprocessor()
         if isinstance(data_preprocessor, dict):
             data_preprocessor = MODELS.build(data_preprocessor)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
