@@ -3,7 +3,8 @@
 A config (``configs/addp_gen/*.py`` or any ADDP pretraining config) and a
 checkpoint (ours from ``tools/train.py``, or an official release converted with
 ``tools/model_converters/addp_to_mm.py``) in; PNGs, a grid and optionally
-per-step strips out. No dataset is needed and nothing is downloaded.
+per-step strips out. No dataset is needed and nothing is downloaded. This is a
+command line over ``addp_mm.apis.ADDPGenerator`` (same images for the same seed).
 
 Examples::
 
@@ -24,27 +25,15 @@ Sample ``i`` is drawn with the seed ``--seed + i`` (one ``torch.Generator`` per
 sample), so the same seed gives the same images for any ``--batch-size``.
 """
 import argparse
-import os
 import os.path as osp
 import sys
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 _ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
-GEN_PREFIXES = {
-    'backbone.blocks.': 'the ADDP pixel encoder',
-    'neck.decoder_blocks.': 'the ADDP token decoder',
-    'neck.mlm_layer.': 'the ADDP output head',
-    'tokenizer.decoder.': 'the VQGAN decoder',
-    'tokenizer.quantize.embedding.weight': 'the VQGAN codebook',
-}
-#: parts of the ADDP model that generation never uses (may be absent from a file)
-NOT_NEEDED_FOR_GENERATION = ('token_predictor.', )
 
 
 class SampleError(SystemExit):
@@ -97,120 +86,28 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def resolve_device(name: Optional[str]) -> torch.device:
-    if name is None:
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    dev = torch.device(name)
-    if dev.type == 'cuda' and not torch.cuda.is_available():
+    if name is not None and torch.device(name).type == 'cuda' and not torch.cuda.is_available():
         raise SampleError(f'--device {name} requested but CUDA is not available; use --device cpu')
-    return dev
+    from addp_mm.apis.generator import _device
+    return _device(name)
 
 
 def build_model(cfg, sampler_overrides: dict):
     """Build ADDP from the config without touching the frozen-module files."""
-    from mmengine.registry import init_default_scope
-    from mmpretrain.registry import MODELS
-
-    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-    model_cfg = cfg.model.copy()
-    if model_cfg.get('type') not in ('ADDP', 'mmpretrain.ADDP'):
-        raise SampleError(f'the config model is {model_cfg.get("type")!r}; sampling needs an ADDP '
-                          'pretraining/generation config (configs/addp_gen/)')
-    # weights come from the checkpoint; the frozen parts' own files are not needed
-    model_cfg['require_frozen_checkpoints'] = False
-    for part in ('tokenizer', 'token_predictor'):
-        if isinstance(model_cfg.get(part), dict):
-            model_cfg[part]['checkpoint'] = None
-    sampler_cfg = dict(model_cfg.get('sampler') or cfg.get('sampler') or
-                       dict(type='AlternatingDenoisingSampler'))
-    sampler_cfg.update({k: v for k, v in sampler_overrides.items() if v is not None})
-    model_cfg['sampler'] = sampler_cfg
+    from addp_mm.apis.generator import build_generation_model
     try:
-        return MODELS.build(model_cfg)
+        return build_generation_model(cfg, sampler_overrides)
     except ValueError as err:
-        raise SampleError(f'invalid sampler/model settings: {err}')
+        raise SampleError(str(err))
 
 
 def load_generation_weights(model: torch.nn.Module, path: str) -> None:
     """Load ``path`` strictly, with a clear error if it cannot generate."""
-    from addp_mm.utils.checkpoint import CheckpointError, check_state_dict, load_external_state_dict
+    from addp_mm.apis import generator
     try:
-        sd = load_external_state_dict(path, keys=('state_dict', 'model'))
-    except CheckpointError as err:
+        generator.load_generation_weights(model, path)
+    except generator.GenerationWeightsError as err:
         raise SampleError(str(err))
-    missing_parts = [desc for prefix, desc in GEN_PREFIXES.items()
-                     if not any(k.startswith(prefix) for k in sd)]
-    if missing_parts:
-        if any(k.startswith(('decoder_blocks.', 'vqgan.')) for k in sd):
-            hint = ('it is an official ADDP release: convert it first with '
-                    'tools/model_converters/addp_to_mm.py SRC DST')
-        elif any(k.startswith(('backbone.layers.', 'head.', 'layers.', 'fc_norm', 'decode_head.'))
-                 for k in sd) or not any(k.startswith('neck.') for k in sd):
-            hint = ('it looks like a classification/detection/segmentation backbone; generation '
-                    'needs a full ADDP pretraining checkpoint (encoder + decoder + VQGAN)')
-        else:
-            hint = 'use a full ADDP pretraining checkpoint'
-        raise SampleError(f'checkpoint {path!r} has no generation weights: missing '
-                          f'{", ".join(missing_parts)}; {hint}.')
-    own = model.state_dict()
-    for k, v in own.items():  # parts generation never reads may be left out of the file
-        if k.startswith(NOT_NEEDED_FOR_GENERATION) and k not in sd:
-            sd[k] = v
-    try:
-        check_state_dict(model, sd, source=repr(path), ignore_unexpected=('data_preprocessor.', ))
-    except CheckpointError as err:
-        raise SampleError(str(err))
-    model.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=True)
-
-
-def save_png(img_u8: torch.Tensor, path: str) -> None:
-    """uint8 ``[3, H, W]`` RGB -> PNG."""
-    from PIL import Image
-    Image.fromarray(img_u8.permute(1, 2, 0).cpu().numpy()).save(path)
-
-
-def make_grid(imgs: torch.Tensor, nrow: int, pad: int = 2) -> torch.Tensor:
-    """uint8 ``[B, 3, H, W]`` -> one uint8 ``[3, H', W']`` grid."""
-    B, C, H, W = imgs.shape
-    ncol = min(nrow, B)
-    nrows = (B + ncol - 1) // ncol
-    grid = imgs.new_zeros(C, nrows * (H + pad) + pad, ncol * (W + pad) + pad)
-    for i in range(B):
-        r, c = divmod(i, ncol)
-        top, left = pad + r * (H + pad), pad + c * (W + pad)
-        grid[:, top:top + H, left:left + W] = imgs[i]
-    return grid
-
-
-def step_strip(trajectory: List, index: int, grid_hw: Sequence[int], size: Sequence[int]) -> torch.Tensor:
-    """Per-step strip of one sample: x_t (grey when not decoded) above, mask (white) below."""
-    from addp_mm.evaluation.fid import images_to_uint8
-    H, W = size
-    tiles_x, tiles_m = [], []
-    for x, mask in trajectory:
-        grey = torch.full((3, H, W), 128, dtype=torch.uint8)  # decode skipped (all masked)
-        tiles_x.append(grey if x is None else images_to_uint8(x[index]))
-        m = mask[index].reshape(1, 1, *grid_hw).float()
-        m = torch.nn.functional.interpolate(m, size=(H, W), mode='nearest')[0]
-        tiles_m.append((m * 255).to(torch.uint8).expand(3, H, W))
-    return make_grid(torch.stack(tiles_x + tiles_m), nrow=len(trajectory))
-
-
-def load_inpaint_images(paths: Sequence[str], size: int) -> torch.Tensor:
-    from PIL import Image
-    out = []
-    for p in paths:
-        if not osp.isfile(p):
-            raise SampleError(f'--inpaint image not found: {p!r}')
-        with Image.open(p) as im:
-            im = im.convert('RGB')
-            w, h = im.size
-            scale = size / min(w, h)
-            im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
-            w, h = im.size
-            left, top = (w - size) // 2, (h - size) // 2
-            im = im.crop((left, top, left + size, top + size))
-            out.append(torch.from_numpy(np.array(im)).permute(2, 0, 1).float() / 255.)
-    return torch.stack(out)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -230,73 +127,56 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if not osp.isfile(args.checkpoint):
         raise SampleError(f'checkpoint not found: {args.checkpoint!r}')
     device = resolve_device(args.device)
+    from addp_mm.apis.generator import check_out_dir
+    try:  # before any work: the output folder must be usable
+        check_out_dir(args.out_dir, args.save_steps)
+    except (ValueError, OSError) as err:
+        raise SampleError(str(err))
 
     from mmengine.config import Config
-    from tqdm import tqdm
-
-    import addp_mm  # noqa: F401
-    from addp_mm.evaluation.fid import images_to_uint8
     cfg = Config.fromfile(args.config)
-    model = build_model(cfg, dict(
+    overrides = dict(
         num_steps=args.steps, schedule=args.schedule, choice_temperature=args.choice_temperature,
         temperature_strategy=args.temperature_strategy, token_temperature=args.token_temperature,
-        top_p=args.top_p, seed=args.seed))
+        top_p=args.top_p, seed=args.seed)
+    model = build_model(cfg, overrides)
     load_generation_weights(model, args.checkpoint)
-    model = model.to(device).eval()
-    sampler = model.sampler
-    N = sampler.get_num_tokens(model)
-    side = int(round(N ** 0.5))
-    if side * side != N:
-        raise SampleError(f'{N} tokens is not a square grid')
-    size = side * int(model.tokenizer.downsample_factor)
-
-    os.makedirs(args.out_dir, exist_ok=True)
-    if args.save_steps:
-        os.makedirs(osp.join(args.out_dir, 'steps'), exist_ok=True)
-    inpaint_imgs = region = None
-    total = args.num
+    from addp_mm.apis import ADDPGenerator
+    try:
+        gen = ADDPGenerator.from_model(model, cfg, device, sampler=overrides)
+    except ValueError as err:
+        raise SampleError(str(err))
+    size = gen.image_size
+    boxes = None
     if args.inpaint:
-        inpaint_imgs = load_inpaint_images(args.inpaint, size)
+        for p in args.inpaint:
+            if not osp.isfile(p):
+                raise SampleError(f'--inpaint image not found: {p!r}')
         top, left, bottom, right = args.region
         if not (0 <= top < bottom <= size and 0 <= left < right <= size):
             raise SampleError(f'--region {args.region} must satisfy 0 <= TOP < BOTTOM <= {size} and '
                               f'0 <= LEFT < RIGHT <= {size}')
-        region = torch.zeros(1, 1, size, size)
-        region[..., top:bottom, left:right] = 1
-        total = len(args.inpaint)
+        boxes = [tuple(args.region)]
 
     extractor = None
     feats, logits = [], []
     if args.inception_weights:
         from addp_mm.evaluation.fid import FeatureExtractor, build_inception
         extractor = FeatureExtractor(build_inception(args.inception_weights, device), device)
-    all_imgs = []
-    bar = tqdm(total=total, desc='sampling', unit='img')
-    for start in range(0, total, args.batch_size):
-        idx = list(range(start, min(start + args.batch_size, total)))
-        seeds = [args.seed + i for i in idx]
-        if inpaint_imgs is None:
-            out = sampler.sample(model, seeds=seeds, return_trajectory=args.save_steps)
-        else:
-            batch = inpaint_imgs[idx]
-            out = sampler.inpaint(model, batch, region.expand(len(idx), -1, -1, -1), seeds=seeds,
-                                  return_trajectory=args.save_steps)
-        imgs = images_to_uint8(out['images']).cpu()
-        for j, i in enumerate(idx):
-            save_png(imgs[j], osp.join(args.out_dir, f'{i:06d}.png'))
-            if args.save_steps:
-                save_png(step_strip(out['trajectory'], j, (side, side), imgs.shape[-2:]),
-                         osp.join(args.out_dir, 'steps', f'{i:06d}.png'))
+
+    def on_batch(res: dict) -> None:
         if extractor is not None:
-            f, lg = extractor(imgs)
+            f, lg = extractor(res['images'])
             feats.append(f)
             logits.append(lg)
-        if len(all_imgs) < args.grid_max:
-            all_imgs.extend(imgs[:args.grid_max - len(all_imgs)])
-        bar.update(len(idx))
-    bar.close()
-    grid = make_grid(torch.stack(all_imgs), nrow=int(np.ceil(np.sqrt(len(all_imgs)))))
-    save_png(grid, osp.join(args.out_dir, 'grid.png'))
+
+    try:
+        out = gen(args.inpaint, num_images=args.num, seed=args.seed, boxes=boxes,
+                  batch_size=args.batch_size, return_steps=args.save_steps, out_dir=args.out_dir,
+                  grid_max=args.grid_max, keep_images=False, on_batch=on_batch, show_progress=True)
+    except ValueError as err:
+        raise SampleError(str(err))
+    total = out['num_images']
     print(f'wrote {total} images and grid.png to {args.out_dir}')
 
     if extractor is not None:
