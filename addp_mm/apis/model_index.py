@@ -9,13 +9,13 @@
     model = mmpretrain.get_model('addp_vit-base-p16_iterdec-cosine-20step_in1k-256px',
                                  pretrained='checkpoints/addp-vit-base-16_mm.pth')
 
-``mmpretrain.get_model`` builds with mmpretrain's registry and no default scope,
-which fits the pretraining, generation and ImageNet configs. Detection (mmdet)
-and segmentation (mmseg) configs, and pretraining configs whose frozen parts'
-files are absent, are built by :func:`get_model` here: it builds in the
-config's own scope and reads the checkpoint with ``weights_only``. Nothing is
-downloaded: the ``Weights`` of a metafile name the release file; a local path
-is what loads.
+``mmpretrain.get_model`` builds every entry (mmengine finds mmdet's and mmseg's
+modules from mmpretrain's scope); for a pretraining config it also wants the
+frozen parts' own files, which a full ADDP checkpoint makes redundant.
+:func:`get_model` here needs neither: it builds each config in its own scope,
+without the frozen parts' files, and reads the checkpoint with ``weights_only``
+and strict key checks. Nothing is downloaded: the ``Weights`` of a metafile
+name the release file; a local path is what loads.
 """
 import copy
 import os.path as osp
