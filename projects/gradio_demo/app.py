@@ -21,7 +21,7 @@ import argparse
 import os
 import os.path as osp
 import sys
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if ROOT not in sys.path:
@@ -148,6 +148,15 @@ class DemoApp:
         return upscale(shown), upscale(out['images'][0]), upscale(out['steps'][0], 128)
 
 
+def example_photo() -> Optional[np.ndarray]:
+    """A photo to start from (scikit-image ships it), None if unavailable."""
+    try:
+        from skimage import data
+        return data.chelsea()
+    except ImportError:  # pragma: no cover - scikit-image is a requirement
+        return None
+
+
 def build_ui(app: DemoApp):
     """The Gradio page (imports gradio)."""
     os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
@@ -175,10 +184,14 @@ def build_ui(app: DemoApp):
                                  type='numpy', format='png')
             go.click(app.sample, [num, seed, steps, schedule, temperature], [grid, strip],
                      api_name='sample')
+            # a first grid as soon as the page opens
+            page.load(app.sample, [num, seed, steps, schedule, temperature], [grid, strip],
+                      api_name=False)
         with gr.Tab('Inpaint'):
             with gr.Row():
                 editor = gr.ImageEditor(label='image: paint the region to regenerate',
-                                        type='numpy', sources=['upload', 'clipboard'])
+                                        value=example_photo(), type='numpy',
+                                        sources=['upload', 'clipboard'])
                 with gr.Column():
                     gr.Markdown(f'or a box in model pixels (0..{S}); all zero = use the painting')
                     top = gr.Number(value=0, precision=0, label='top')
