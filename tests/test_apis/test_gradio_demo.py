@@ -1,7 +1,6 @@
 """projects/gradio_demo: the page's functions (no browser), its default checkpoint, and the
 served page called through gradio_client."""
 import importlib.util
-import os
 import os.path as osp
 import socket
 import sys
