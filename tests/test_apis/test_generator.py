@@ -169,3 +169,18 @@ def test_generator_from_model_index_name(monkeypatch):
     assert seen['cfg'].model.sampler.num_steps == 20
     with pytest.raises(ValueError, match='neither a config file nor a model name'):
         g.ADDPGenerator('addp_vit-base-p16_iterdec-cosine-20step', device='cpu')
+
+
+def test_sample_tool_checks_the_output_folder_first(tiny_ckpt, tmp_path, monkeypatch):
+    """An unusable --out-dir stops tools/sample.py before the model is built."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('sample_tool', osp.join(ROOT, 'tools', 'sample.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    built = []
+    monkeypatch.setattr(tool, 'build_model', lambda *a, **k: built.append(1))
+    blocker = tmp_path / 'taken'
+    blocker.write_text('x')
+    with pytest.raises(SystemExit, match='is an existing file'):
+        tool.main([TINY_GEN_CFG, tiny_ckpt, '--device', 'cpu', '--out-dir', str(blocker)])
+    assert built == []
