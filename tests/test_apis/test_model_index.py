@@ -112,6 +112,8 @@ def test_get_model_builds_every_entry(name, meta_device):
         assert kind in ('ADDP', 'ImageClassifier', 'MaskRCNN', 'EncoderDecoder')
     n_ours = sum(p.numel() for p in ours.parameters())
     assert n_ours == sum(p.numel() for p in theirs.parameters())
+    # the metafile's parameter count is that of the model the config builds
+    assert MODELS[name]['Metadata']['Parameters'] == n_ours
     large = 'large' in name
     assert n_ours > (3e8 if large else 8e7), f'{name}: {n_ours} parameters'
     assert n_ours < (1e9 if large else 4e8), f'{name}: {n_ours} parameters'
