@@ -88,8 +88,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def resolve_device(name: Optional[str]) -> torch.device:
     if name is not None and torch.device(name).type == 'cuda' and not torch.cuda.is_available():
         raise SampleError(f'--device {name} requested but CUDA is not available; use --device cpu')
-    from addp_mm.apis.generator import _device
-    return _device(name)
+    from addp_mm.apis.generator import resolve_device as device_of
+    return device_of(name)
 
 
 def build_model(cfg, sampler_overrides: dict):

@@ -31,7 +31,7 @@ from torch import Tensor
 from .image_io import ImageLike, fit_image, fit_mask, grid_of, save_png, step_strip, to_pil
 
 __all__ = ['ADDPGenerator', 'GenerationWeightsError', 'load_generation_weights',
-           'build_generation_model', 'SAMPLER_OPTIONS']
+           'build_generation_model', 'check_out_dir', 'resolve_device', 'SAMPLER_OPTIONS']
 
 #: parts a checkpoint must hold to generate, with their names in messages
 GEN_PREFIXES = {
@@ -140,7 +140,8 @@ def load_generation_weights(model: torch.nn.Module, path: str) -> None:
     model.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=True)
 
 
-def _device(device: Union[None, str, torch.device]) -> torch.device:
+def resolve_device(device: Union[None, str, torch.device]) -> torch.device:
+    """``device``, or CUDA when available and CPU otherwise; a clear error without CUDA."""
     if device is None:
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     dev = torch.device(device)
@@ -213,7 +214,7 @@ class ADDPGenerator(BaseInferencer):
         return self
 
     def _setup(self, model: torch.nn.Module, cfg: Config, device, sampler: Optional[dict]) -> None:
-        self.device = _device(device)
+        self.device = resolve_device(device)
         self.config = cfg
         self.visualizer = None
         self.model = model.to(self.device).eval()
