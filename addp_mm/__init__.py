@@ -2,7 +2,13 @@
 
 Importing the package registers every module it defines: algorithms and their
 parts in mmpretrain's registries, and the dense-prediction parts also in mmdet's
-and mmseg's. Configs load it with ``custom_imports=dict(imports=['addp_mm'])``.
+and mmseg's. Configs load it with ``custom_imports=dict(imports=['addp_mm'])``. It also
+routes mmengine's checkpoint reading through
+:func:`addp_mm.utils.checkpoint.safe_torch_load` (``weights_only=True``).
 """
 from . import datasets, engine, evaluation, models  # noqa: F401
+from .utils.checkpoint import install_mmengine_loader
 from .version import __version__  # noqa: F401
+
+# mmengine's load_from / resume / Pretrained init read through the safe loader
+install_mmengine_loader()
