@@ -8,7 +8,7 @@ per-step strips out. No dataset is needed and nothing is downloaded.
 Examples::
 
     python tools/sample.py configs/addp_gen/addp_vit-base-p16_iterdec-cosine-20step_in1k-256px.py \\
-        checkpoints/addp_vit-base-p16_official.pth --num 64 --batch-size 16 --out-dir samples/
+        checkpoints/addp-vit-base-16_mm.pth --num 64 --batch-size 16 --out-dir samples/
 
     # per-step strips of x_t and the mask, 256 linear steps, static temperature
     python tools/sample.py CFG CKPT --num 4 --steps 256 --schedule linear --save-steps
@@ -163,9 +163,12 @@ def load_generation_weights(model: torch.nn.Module, path: str) -> None:
 
 
 def save_png(img_u8: torch.Tensor, path: str) -> None:
-    """uint8 ``[3, H, W]`` RGB -> PNG."""
+    """uint8 ``[3, H, W]`` RGB -> PNG, written atomically (temporary name + rename)."""
     from PIL import Image
-    Image.fromarray(img_u8.permute(1, 2, 0).cpu().numpy()).save(path)
+
+    from addp_mm.utils.outputs import atomic_write
+    with atomic_write(path) as f:
+        Image.fromarray(img_u8.permute(1, 2, 0).cpu().numpy()).save(f, format='PNG')
 
 
 def make_grid(imgs: torch.Tensor, nrow: int, pad: int = 2) -> torch.Tensor:
@@ -229,6 +232,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         raise SampleError(f'config file not found: {args.config!r}')
     if not osp.isfile(args.checkpoint):
         raise SampleError(f'checkpoint not found: {args.checkpoint!r}')
+    from addp_mm.utils.outputs import OutputError, check_output_dir
+    try:
+        check_output_dir(args.out_dir, '--out-dir')
+    except OutputError as err:
+        raise SampleError(str(err))
     device = resolve_device(args.device)
 
     from mmengine.config import Config
