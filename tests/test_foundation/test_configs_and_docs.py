@@ -230,3 +230,19 @@ def test_demo_threads_reach_every_stage(tmp_path, monkeypatch):
         assert demo.set_threads(2) == 2 and os.environ['OPENBLAS_NUM_THREADS'] == '2'
     finally:
         torch.set_num_threads(before)
+
+
+def test_missing_tiny_frozen_weights_do_not_say_download(tmp_path, monkeypatch):
+    """No released tiny weights exist, so the error must not tell the user to download them."""
+    import addp_mm  # noqa: F401
+    from mmengine.config import Config
+    from mmpretrain.registry import MODELS
+    monkeypatch.chdir(tmp_path)
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'addp', 'addp_vit-tiny-p8_1xb8-300i_embedded-64px.py'))
+    with pytest.raises(FileNotFoundError) as err:
+        MODELS.build(cfg.model)
+    assert 'Download' not in str(err.value) and 'config header' in str(err.value)
+    from addp_mm.utils.checkpoint import CheckpointError, load_external_state_dict
+    with pytest.raises(CheckpointError) as err:
+        load_external_state_dict(cfg.model.tokenizer.checkpoint)
+    assert 'Download' not in str(err.value)

@@ -233,6 +233,26 @@ def test_mmengine_runner_load_checkpoint_and_resume(hostile, tmp_path):
     _assert_refused(str(err.value), path, marker, kind)
 
 
+def test_inception_weights_for_fid(hostile):
+    """The user-supplied Inception-v3 file (FID/IS) goes through the same loader."""
+    from addp_mm.evaluation.fid import build_inception
+    from addp_mm.utils.checkpoint import CheckpointError
+    kind, path, marker = hostile
+    with pytest.raises(CheckpointError) as err:
+        build_inception(path)
+    _assert_refused(str(err.value), path, marker, kind)
+
+
+def test_remote_checkpoints_are_not_fetched():
+    import addp_mm  # noqa: F401
+    from mmengine.runner.checkpoint import _load_checkpoint
+
+    from addp_mm.utils.checkpoint import CheckpointError
+    for url in ('open-mmlab://resnet50_v1c', 'https://example.com/x.pth', 'torchvision://resnet50'):
+        with pytest.raises(CheckpointError, match='remote checkpoint.*local path'):
+            _load_checkpoint(url)
+
+
 # ------------------------------------------------------------ tool entries
 def _run_tool(script, argv, monkeypatch, capsys):
     """Run a tool as ``__main__`` in this process; return its exit text + stderr."""
