@@ -15,7 +15,6 @@ so loading a file never runs code from it. A refused file gives a one-line
 through the same function; importing ``addp_mm`` installs it.
 """
 import io
-import os
 import os.path as osp
 import pickle
 import pickletools

@@ -28,8 +28,6 @@ import os.path as osp
 import sys
 from typing import List, Optional
 
-import torch
-
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
