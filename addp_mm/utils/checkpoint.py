@@ -277,12 +277,14 @@ def load_external_state_dict(path: str,
     return {k: v for k, v in obj.items() if isinstance(v, Tensor)}
 
 
-def _mmengine_local_loader(filename: str, map_location: Any = None) -> Any:
+def load_from_safe_local(filename: str, map_location: Any = None) -> Any:
+    """mmengine ``CheckpointLoader`` scheme for local files (logged as ``safe_local``)."""
     filename = osp.expanduser(filename)
     return safe_torch_load(filename, map_location=map_location)
 
 
-def _mmengine_remote_loader(filename: str, map_location: Any = None, *args, **kwargs) -> Any:
+def load_from_remote_refused(filename: str, map_location: Any = None, *args, **kwargs) -> Any:
+    """mmengine ``CheckpointLoader`` scheme for URLs: refused (nothing is downloaded)."""
     raise CheckpointError(
         f'{filename!r} is a remote checkpoint: addp_mm never downloads at run time and reads '
         'only local files with torch.load(weights_only=True). Download it yourself and give '
@@ -301,10 +303,10 @@ def install_mmengine_loader() -> None:
     """
     from mmengine.runner.checkpoint import CheckpointLoader
     for prefix in list(CheckpointLoader._schemes):
-        loader = _mmengine_local_loader if prefix == '' else _mmengine_remote_loader
+        loader = load_from_safe_local if prefix == '' else load_from_remote_refused
         CheckpointLoader.register_scheme(prefix, loader, force=True)
     if '' not in CheckpointLoader._schemes:
-        CheckpointLoader.register_scheme('', _mmengine_local_loader, force=True)
+        CheckpointLoader.register_scheme('', load_from_safe_local, force=True)
 
 
 def strip_prefix(state_dict: Mapping[str, Tensor], prefix: str) -> Dict[str, Tensor]:
