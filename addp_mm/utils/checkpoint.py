@@ -255,6 +255,11 @@ def load_external_state_dict(path: str,
             :func:`safe_torch_load`, is unreadable, holds no tensors or (with
             ``reject_converted``) is already converted.
     """
+    if isinstance(path, str) and '://' in path:
+        raise CheckpointError(
+            f'{path!r} is a remote name, not a local file (nothing is downloaded at run time). '
+            "If it comes from a base config (e.g. mmseg's model.pretrained for a ResNet), set "
+            'it to None; otherwise give the local path of the file.')
     if not path or not osp.isfile(path):
         raise CheckpointError(
             f'checkpoint file not found: {path!r}. Pass the local path of an existing file '

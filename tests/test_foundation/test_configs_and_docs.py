@@ -102,6 +102,16 @@ def test_seg_dropin_inherits_mmseg_and_clears_the_resnet_url():
     assert cfg.optim_wrapper.optimizer.lr == base.optim_wrapper.optimizer.lr
 
 
+def test_base_resnet_url_reaching_an_addp_backbone_is_explained():
+    """What the mmseg drop-in avoids: the base's URL would reach ADDPViTSeg."""
+    from addp_mm.models.backbones import ADDPViTSeg
+    from addp_mm.utils.checkpoint import CheckpointError
+    m = ADDPViTSeg(arch=dict(embed_dims=32, num_layers=2, num_heads=2, mlp_ratio=2.), img_size=64,
+                   out_indices=(1, ), pretrained='open-mmlab://resnet50_v1c')
+    with pytest.raises(CheckpointError, match='remote name.*set it to None'):
+        m.init_weights()
+
+
 def _shrink_backbone(cfg, embed, layers=2):
     cfg.model.backbone.arch = dict(embed_dims=embed, num_layers=layers, num_heads=2, mlp_ratio=2.)
 
