@@ -256,3 +256,34 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
     atomic_torch_save({'a': torch.ones(2)}, str(path))
     assert torch.equal(torch.load(path, weights_only=True)['a'], torch.ones(2))
     assert os.listdir(tmp_path) == ['x.bin']
+
+
+def test_test_tool_mmseg_out_folder_is_moved_into_place_after_metrics(tmp_path, monkeypatch,
+                                                                      capsys):
+    """mmseg writes --out PNGs while it evaluates: they go to a staging folder first."""
+    sys.path.insert(0, osp.join(ROOT, 'tests', 'test_segmentation'))
+    try:
+        from addp_seg_helpers import ade_cfg_options, write_tiny_ade
+    finally:
+        sys.path.pop(0)
+    import addp_mm  # noqa: F401
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    from addp_mm.testing import save_runner_checkpoint
+    cfg_path = osp.join(ROOT, 'configs', 'addp_seg', 'addp-vit-tiny_upernet_test_ade20k-64x64.py')
+    ade = write_tiny_ade(str(tmp_path / 'ade'), n_train=1, n_val=2)
+    init_default_scope('mmseg')
+    model = MODELS.build(Config.fromfile(cfg_path).model)
+    ckpt = save_runner_checkpoint(model.state_dict(), str(tmp_path / 'seg.pth'), 'io_seg_hub')
+    out = tmp_path / 'preds'
+    _, stdout = _run(TEST, [cfg_path, ckpt, '--work-dir', str(tmp_path / 'w'), '--out', str(out),
+                            '--cfg-options'] + ade_cfg_options(ade), monkeypatch, capsys,
+                     expect_exit=False)
+    lines = stdout.splitlines()
+    i_metrics = next(i for i, ln in enumerate(lines) if ln.startswith('metrics: '))
+    i_saved = next(i for i, ln in enumerate(lines) if ln.startswith('predictions saved to'))
+    assert i_metrics < i_saved
+    assert len([f for f in os.listdir(out) if f.endswith('.png')]) == 2
+    assert not osp.exists(str(out) + '.partial')
