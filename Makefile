@@ -3,6 +3,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.addp_mm_setup
 PYTEST_ARGS ?=
+# Intra-op threads of every demo stage. 1 is fastest on a small or busy machine
+# (the demo's models are tiny); raise it on an idle many-core one: make demo THREADS=4
+THREADS ?= 1
 
 .PHONY: setup test demo clean-demo benchmark
 
@@ -17,7 +20,8 @@ test: $(STAMP)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(PY) tools/demo.py --work-dir work_dirs/demo
+	OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) OPENBLAS_NUM_THREADS=$(THREADS) \
+		$(PY) tools/demo.py --work-dir work_dirs/demo --threads $(THREADS)
 
 benchmark: $(STAMP)
 	$(PY) tools/benchmark.py --help

@@ -1,25 +1,30 @@
 """Helpers shared by ``tools/train.py`` and ``tools/test.py``.
 
-These scripts are the only places where full unpickling of mmengine Runner
-checkpoints is allowed (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``): mmengine
-0.10.7 calls ``torch.load`` without ``weights_only`` and its checkpoints store
-``HistoryBuffer`` objects. Library loaders of third-party files always pass
-``weights_only=True`` explicitly, which the variable does not override.
+Importing this module routes every checkpoint mmengine reads (``load_from``,
+``--resume``, ``Pretrained`` init) through
+:func:`addp_mm.utils.checkpoint.safe_torch_load`: ``torch.load`` with
+``weights_only=True`` and only the types a Runner checkpoint holds allowed.
 """
+import contextlib
 import difflib
 import os
 import os.path as osp
+import re
 import sys
-from typing import Any, Dict
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-# Runner checkpoints written by these tools must resume (see module docstring).
-os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
 # Make `addp_mm` importable from a plain checkout (custom_imports needs it).
 _ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from mmengine.config import Config, ConfigDict  # noqa: E402
+
+from addp_mm.utils.checkpoint import (CheckpointError, install_mmengine_loader,  # noqa: E402
+                                      safe_torch_load)
+from addp_mm.utils.outputs import OutputError, check_output_dir  # noqa: E402
+
+install_mmengine_loader()
 
 SCOPES = ('mmpretrain', 'mmdet', 'mmseg')
 
@@ -29,6 +34,132 @@ class ToolError(SystemExit):
 
     def __init__(self, msg: str) -> None:
         super().__init__(f'error: {msg}')
+
+
+@contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Turn checkpoint and output-path errors into a one-line exit."""
+    try:
+        yield
+    except (CheckpointError, OutputError) as err:
+        raise ToolError(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+
+
+def check_work_dir(path: str) -> None:
+    """Fail before building anything if the work dir cannot be written."""
+    try:
+        check_output_dir(path, what='work dir')
+    except OutputError as err:
+        raise ToolError(f'{err} (set it with --work-dir)') from None
+
+
+def read_runner_checkpoint(path: str, what: str) -> dict:
+    """Read (memory-mapped) and check a checkpoint written by ``tools/train.py``.
+
+    Raises:
+        ToolError: One line if the file is missing, refused, corrupt or not a
+            Runner checkpoint (no ``meta`` with ``epoch``/``iter``, no
+            ``state_dict``).
+    """
+    with one_line_errors():
+        ckpt = safe_torch_load(path, mmap=True)
+    meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
+    if not isinstance(meta, dict) or 'iter' not in meta or 'epoch' not in meta \
+            or 'state_dict' not in ckpt:
+        keys = sorted(map(str, ckpt))[:6] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ToolError(
+            f'{what} {path!r} is not a checkpoint written by tools/train.py (it has no '
+            f"'meta' with epoch/iter and 'state_dict'; it holds {keys}). To start from its "
+            f'weights instead, use --cfg-options load_from={path}')
+    return ckpt
+
+
+#: Header line of a config that cannot run as written: ``# Run first: <what>``.
+RUN_FIRST_RE = re.compile(r'^#\s*Run first:\s*(.+?)\s*$')
+#: Dataset types that write their own data on first use (no data_root needed).
+SELF_GENERATING_DATASETS = ('ADDPEmbeddedPhotos', 'ADDPGenerationDataset')
+
+
+def run_first_hint(config_path: str) -> Optional[str]:
+    """The ``# Run first: ...`` line of the config's leading comment block."""
+    with open(config_path, encoding='utf-8') as f:
+        for line in f:
+            if not line.startswith('#'):
+                break
+            m = RUN_FIRST_RE.match(line)
+            if m:
+                return m.group(1)
+    return None
+
+
+def _datasets(ds: Any) -> Iterator[Any]:
+    if isinstance(ds, (dict, ConfigDict)):
+        inner = [ds.get('dataset')] + list(ds.get('datasets') or [])
+        inner = [d for d in inner if isinstance(d, (dict, ConfigDict))]
+        if inner:
+            for d in inner:
+                yield from _datasets(d)
+        else:
+            yield ds
+
+
+def missing_inputs(cfg: Config, loaders: Tuple[str, ...]) -> List[Tuple[str, str]]:
+    """Config entries that name local files or folders that do not exist.
+
+    Checks every ``checkpoint`` / ``pretrained`` path under ``model`` and the
+    ``data_root`` of the given dataloaders (datasets that generate their own
+    data are skipped). Remote names (``scheme://``) are left to the loader.
+
+    Returns:
+        list[tuple[str, str]]: ``(config key, path)`` pairs.
+    """
+    out: List[Tuple[str, str]] = []
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, (dict, ConfigDict)):
+            for k, v in node.items():
+                if k in ('checkpoint', 'pretrained') and isinstance(v, str) and v \
+                        and '://' not in v:
+                    if not osp.isfile(v):
+                        out.append((f'{where}.{k}', v))
+                else:
+                    walk(v, f'{where}.{k}')
+        elif isinstance(node, (list, tuple)):
+            for i, v in enumerate(node):
+                walk(v, f'{where}.{i}')
+
+    walk(cfg.get('model'), 'model')
+    for name in loaders:
+        loader = cfg.get(name)
+        if not isinstance(loader, (dict, ConfigDict)):
+            continue
+        for ds in _datasets(loader.get('dataset')):
+            if str(ds.get('type', '')).split('.')[-1] in SELF_GENERATING_DATASETS:
+                continue
+            root = ds.get('data_root')
+            if isinstance(root, str) and root and not osp.isdir(root):
+                out.append((f'{name}.dataset.data_root', root))
+    return out
+
+
+def check_inputs_exist(cfg: Config, config_path: str, loaders: Tuple[str, ...]) -> None:
+    """Exit in one line if the config's data or weight files are missing.
+
+    The message ends with the config's ``# Run first:`` line when it has one.
+    """
+    missing = missing_inputs(cfg, loaders)
+    if not missing:
+        return
+    key, path = missing[0]
+    more = f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''
+    raise ToolError(f'{key} {path!r} does not exist{more}. ' + missing_hint(config_path, key))
+
+
+def missing_hint(config_path: str, key: str = 'the path') -> str:
+    hint = run_first_hint(config_path)
+    if hint:
+        return f'Run first: {hint}'
+    return f'Set it in the config or with --cfg-options {key}=PATH.'
 
 
 def load_config(path: str) -> Config:

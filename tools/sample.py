@@ -9,7 +9,7 @@ command line over ``addp_mm.apis.ADDPGenerator`` (same images for the same seed)
 Examples::
 
     python tools/sample.py configs/addp_gen/addp_vit-base-p16_iterdec-cosine-20step_in1k-256px.py \\
-        checkpoints/addp_vit-base-p16_official.pth --num 64 --batch-size 16 --out-dir samples/
+        checkpoints/addp-vit-base-16_mm.pth --num 64 --batch-size 16 --out-dir samples/
 
     # per-step strips of x_t and the mask, 256 linear steps, static temperature
     python tools/sample.py CFG CKPT --num 4 --steps 256 --schedule linear --save-steps

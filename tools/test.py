@@ -6,16 +6,33 @@ Examples::
 
     python tools/test.py CFG work_dirs/x/iter_100.pth
     python tools/test.py CFG CKPT --out results.pkl --show-dir vis/
+
+Before anything runs, the outputs (``--work-dir``, ``--out``, ``--show-dir``)
+are checked to be writable and the checkpoint is read safely
+(``weights_only=True``) and compared with the config's model: the tool exits
+with one line if a model key is missing from the file, the file has keys the
+model does not know, shapes differ, or most parameters would stay at their
+random initialisation. The only keys allowed to differ are those under
+:data:`KEYS_ALLOWED_TO_DIFFER`. Metrics are printed first; ``--out`` and the
+``--show-dir`` pictures are then moved into place (temporary name + rename).
 """
 import argparse
 import json
 import os
 import os.path as osp
 
-import _common  # noqa: F401  (environment + sys.path set-up; must come first)
-from _common import ToolError, check_cfg_options, check_scope, load_config, setup_cpu_distributed
+import _common  # noqa: F401  (sys.path + safe checkpoint loading; must come first)
+from _common import (ToolError, check_cfg_options, check_scope, check_work_dir, load_config,
+                     missing_hint, one_line_errors, safe_torch_load, setup_cpu_distributed)
 from mmengine.config import DictAction
 from mmengine.runner import Runner
+
+from addp_mm.utils.outputs import (OutputError, atomic_write, check_output_dir, check_output_file,
+                                   partial_dir, publish_dir)
+
+#: Key prefixes that may be missing from, or extra in, the checkpoint: the data
+#: preprocessor's normalisation buffers are set by the config, not learnt.
+KEYS_ALLOWED_TO_DIFFER = ('data_preprocessor.', )
 
 
 def parse_args() -> argparse.Namespace:
@@ -35,36 +52,117 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def check_outputs(scope: str, args, work_dir: str) -> None:
+    """Fail in one line, before any work, if an output cannot be written."""
+    check_work_dir(work_dir)
+    try:
+        if args.out:
+            if scope == 'mmseg':
+                check_output_dir(args.out, '--out')
+            else:
+                if not args.out.endswith(('.pkl', '.pickle')):
+                    raise ToolError(f'--out must be a .pkl file for {scope} configs, '
+                                    f'got {args.out!r}')
+                check_output_file(args.out, '--out')
+        if args.show_dir:
+            check_output_dir(args.show_dir, '--show-dir')
+    except OutputError as err:
+        raise ToolError(str(err)) from None
+
+
 def add_outputs(cfg, scope: str, args) -> None:
-    """Configure ``--show-dir`` the way each codebase does it."""
+    """Configure ``--show-dir`` the way each codebase does it (into a staging folder)."""
     if not args.show_dir:
         return
     vis = cfg.default_hooks.get('visualization')
     if vis is None:
         raise ToolError('--show-dir needs a `visualization` entry in default_hooks')
+    staging = partial_dir(args.show_dir)
     if scope == 'mmpretrain':
-        vis.update(enable=True, interval=1, out_dir=osp.abspath(args.show_dir))
+        vis.update(enable=True, interval=1, out_dir=staging)
     elif scope == 'mmdet':
-        vis.update(draw=True, test_out_dir=osp.abspath(args.show_dir))
+        vis.update(draw=True, test_out_dir=staging)
     else:  # mmseg draws into the visualizer's save_dir
         vis.update(draw=True, interval=1)
-        cfg.visualizer['save_dir'] = osp.abspath(args.show_dir)
+        cfg.visualizer['save_dir'] = staging
 
 
-def add_dump(runner: Runner, cfg, scope: str, args) -> None:
-    """Attach the result dumper of each codebase for ``--out``."""
-    if not args.out:
-        return
-    if scope == 'mmseg':
-        return  # handled through the evaluator config before building the runner
-    if not args.out.endswith(('.pkl', '.pickle')):
-        raise ToolError(f'--out must be a .pkl file for {scope} configs, got {args.out!r}')
+def _collecting(metric_cls):
+    """A dump metric that keeps its results instead of writing them."""
+
+    class Collect(metric_cls):
+
+        def compute_metrics(self, results: list) -> dict:
+            self.collected = results
+            return {}
+
+    return Collect
+
+
+def add_dump(runner: Runner, scope: str, args):
+    """Attach the result collector of each codebase for ``--out``."""
+    if not args.out or scope == 'mmseg':
+        return None  # mmseg: handled through the evaluator config before building the runner
     if scope == 'mmdet':
-        from mmdet.evaluation import DumpDetResults
-        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+        from mmdet.evaluation import DumpDetResults as Dump
     else:
-        from mmengine.evaluator import DumpResults
-        runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
+        from mmengine.evaluator import DumpResults as Dump
+    dump = _collecting(Dump)(out_file_path=args.out)
+    runner.test_evaluator.metrics.append(dump)
+    return dump
+
+
+def check_checkpoint_fits(model, ckpt, path: str, max_report: int = 5) -> None:
+    """Exit with one line if the checkpoint's weights do not fit ``model``."""
+    import torch
+    from mmengine.model import is_model_wrapper
+    if is_model_wrapper(model):
+        model = model.module
+    if not isinstance(ckpt, dict):
+        raise ToolError(f'checkpoint {path!r} holds a {type(ckpt).__name__}, not a state dict')
+    sd = ckpt.get('state_dict', ckpt)
+    if not isinstance(sd, dict):
+        raise ToolError(f"checkpoint {path!r}: 'state_dict' is a {type(sd).__name__}")
+    sd = {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in sd.items()
+          if isinstance(v, torch.Tensor)}
+    own = model.state_dict()
+    allowed = KEYS_ALLOWED_TO_DIFFER
+    missing = [k for k in own if k not in sd and not k.startswith(allowed)]
+    unexpected = [k for k in sd if k not in own and not k.startswith(allowed)]
+    mismatched = [f'{k}: {tuple(sd[k].shape)} vs {tuple(v.shape)}' for k, v in own.items()
+                  if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
+    params = {k: p.numel() for k, p in model.named_parameters()}
+    total = sum(params.values()) or 1
+    loaded = sum(n for k, n in params.items()
+                 if k in sd and tuple(sd[k].shape) == tuple(own[k].shape))
+    problems = []
+    if mismatched:
+        problems.append(f'{len(mismatched)} shape mismatch(es) (file vs model), e.g. '
+                        + ', '.join(mismatched[:max_report]))
+    if missing:
+        problems.append(f'{len(missing)} model key(s) missing from the file, e.g. '
+                        f'{missing[:max_report]}')
+    if unexpected:
+        problems.append(f'{len(unexpected)} unexpected key(s), e.g. {unexpected[:max_report]}')
+    if loaded < 0.5 * total:
+        problems.append(f'only {100.0 * loaded / total:.1f}% of the parameters would be loaded')
+    if problems:
+        raise ToolError(f'checkpoint {path!r} does not fit the model of this config: '
+                        + '; '.join(problems) + '. Evaluate it with the config it was trained '
+                        'with (or convert it first).')
+
+
+def save_outputs(scope: str, args, dump) -> None:
+    """Move the staged outputs into place (after the metrics are printed)."""
+    import pickle
+    if dump is not None and getattr(dump, 'collected', None) is not None:
+        with atomic_write(args.out) as f:
+            pickle.dump(dump.collected, f)
+        print(f'results saved to {args.out}')
+    if args.out and scope == 'mmseg' and publish_dir(partial_dir(args.out), args.out):
+        print(f'predictions saved to {args.out}')
+    if args.show_dir and publish_dir(partial_dir(args.show_dir), args.show_dir):
+        print(f'visualisations saved to {args.show_dir}')
 
 
 def main() -> None:
@@ -84,17 +182,30 @@ def main() -> None:
     cfg.load_from = args.checkpoint
     if cfg.get('test_dataloader') is None or cfg.get('test_evaluator') is None:
         raise ToolError('the config has no test_dataloader/test_evaluator to evaluate with')
+    check_outputs(scope, args, cfg.work_dir)
+    with one_line_errors():
+        ckpt = safe_torch_load(args.checkpoint, mmap=True)
     add_outputs(cfg, scope, args)
     if args.out and scope == 'mmseg':
-        cfg.test_evaluator['output_dir'] = args.out
+        cfg.test_evaluator['output_dir'] = partial_dir(args.out)
         cfg.test_evaluator['keep_results'] = True
     setup_cpu_distributed(cfg, args.launcher)
-    runner = Runner.from_cfg(cfg)
-    add_dump(runner, cfg, scope, args)
-    metrics = runner.test()
+    try:
+        with one_line_errors():
+            runner = Runner.from_cfg(cfg)
+            check_checkpoint_fits(runner.model, ckpt, args.checkpoint)
+            del ckpt
+            dump = add_dump(runner, scope, args)
+            metrics = runner.test()
+    except FileNotFoundError as err:  # test data or a frozen part's file
+        raise ToolError(f'{err}. {missing_hint(args.config)}') from None
     if runner.rank == 0:
         printable = {k: (float(v) if hasattr(v, '__float__') else v) for k, v in metrics.items()}
-        print('metrics: ' + json.dumps(printable, default=str))
+        print('metrics: ' + json.dumps(printable, default=str), flush=True)
+        try:
+            save_outputs(scope, args, dump)
+        except OSError as err:
+            raise ToolError(f'metrics above; saving the outputs failed: {err}') from None
 
 
 if __name__ == '__main__':

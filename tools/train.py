@@ -13,8 +13,10 @@ import argparse
 import os
 import os.path as osp
 
-import _common  # noqa: F401  (environment + sys.path set-up; must come first)
-from _common import ToolError, check_cfg_options, check_scope, load_config, setup_cpu_distributed
+import _common  # noqa: F401  (sys.path + safe checkpoint loading; must come first)
+from _common import (ToolError, check_cfg_options, check_inputs_exist, check_scope,
+                     check_work_dir, load_config, missing_hint, one_line_errors,
+                     read_runner_checkpoint, safe_torch_load, setup_cpu_distributed)
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 
@@ -83,14 +85,64 @@ def _amp_on_cpu(cfg) -> None:
         cfg.optim_wrapper['dtype'] = 'bfloat16'
 
 
+def check_start_files(cfg) -> None:
+    """Read the file training starts from now, so a bad one fails in one line.
+
+    ``--resume`` (explicit, or the latest checkpoint of the work dir) must be
+    a Runner checkpoint; ``load_from`` must be readable. Both are only
+    memory-mapped here; the Runner reads them through the same safe loader.
+    """
+    if cfg.get('resume'):
+        path = cfg.get('load_from')
+        if path is None:
+            from mmengine.runner.checkpoint import find_latest_checkpoint
+            path = find_latest_checkpoint(cfg.work_dir)
+        if path is not None:
+            read_runner_checkpoint(path, '--resume checkpoint')
+    elif cfg.get('load_from'):
+        path = cfg.load_from
+        if not osp.isfile(path):
+            raise ToolError(f'load_from checkpoint not found: {path!r}')
+        with one_line_errors():
+            safe_torch_load(path, mmap=True)
+
+
+def check_trainable(cfg, config_path: str) -> None:
+    """ADDP trains against pretrained frozen parts; a config without them cannot train.
+
+    Generation configs set ``require_frozen_checkpoints=False`` and no frozen
+    checkpoints because their weights come from the evaluated file.
+    """
+    model = cfg.get('model') or {}
+    if str(model.get('type', '')).split('.')[-1] != 'ADDP':
+        return
+    for part in ('tokenizer', 'token_predictor'):
+        sub = model.get(part)
+        if isinstance(sub, dict) and not sub.get('checkpoint'):
+            raise ToolError(f'model.{part}.checkpoint is not set, and ADDP pretraining needs its '
+                            f'pretrained frozen {part}. '
+                            + missing_hint(config_path, f'model.{part}.checkpoint'))
+
+
 def main() -> None:
     args = parse_args()
     cfg = load_config(args.config)
     check_scope(cfg)
     cfg = merge_args(cfg, args)
+    check_trainable(cfg, args.config)
+    check_work_dir(cfg.work_dir)
+    check_start_files(cfg)
+    loaders = ('train_dataloader', ) if args.no_validate else ('train_dataloader',
+                                                               'val_dataloader')
+    check_inputs_exist(cfg, args.config, loaders)
     setup_cpu_distributed(cfg, args.launcher)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else _build_custom_runner(cfg)
-    runner.train()
+    try:
+        with one_line_errors():
+            runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else \
+                _build_custom_runner(cfg)
+            runner.train()
+    except FileNotFoundError as err:  # a file the pre-flight check could not see
+        raise ToolError(f'{err}. {missing_hint(args.config)}') from None
 
 
 def _build_custom_runner(cfg):

@@ -161,8 +161,11 @@ def _as_list(inputs) -> list:
 
 def check_out_dir(out_dir: str, save_steps: bool = False) -> None:
     """Create ``out_dir`` (and ``steps/``) now and make sure files can be written there."""
-    if osp.exists(out_dir) and not osp.isdir(out_dir):
-        raise ValueError(f'output folder {out_dir!r} is an existing file; choose another --out-dir')
+    from addp_mm.utils.outputs import OutputError, check_output_dir
+    try:
+        check_output_dir(out_dir, '--out-dir')
+    except OutputError as err:
+        raise ValueError(str(err)) from None
     os.makedirs(osp.join(out_dir, 'steps') if save_steps else out_dir, exist_ok=True)
     if not os.access(out_dir, os.W_OK):
         raise ValueError(f'output folder {out_dir!r} is not writable')

@@ -143,10 +143,30 @@ def build_inception(weights_path: str, device: Union[str, torch.device] = 'cpu')
     except ImportError as err:  # pragma: no cover - torch-fidelity is in requirements.txt
         raise ImportError('FID/IS with Inception-v3 needs torch-fidelity '
                           '(pip install torch-fidelity==0.4.0)') from err
-    net = FeatureExtractorInceptionV3(
-        'inception-v3-compat', ['2048', 'logits_unbiased'],
-        feature_extractor_weights_path=str(weights_path))
+    import torch_fidelity.feature_extractor_inceptionv3 as fidelity_inception
+    # torch-fidelity reads the file with torch.load(weights_only=False); route
+    # that one call through addp_mm's loader (weights_only=True, never runs code)
+    real_torch = fidelity_inception.torch
+    fidelity_inception.torch = _SafeLoadTorch()
+    try:
+        net = FeatureExtractorInceptionV3(
+            'inception-v3-compat', ['2048', 'logits_unbiased'],
+            feature_extractor_weights_path=str(weights_path))
+    finally:
+        fidelity_inception.torch = real_torch
     return net.to(device).eval()
+
+
+class _SafeLoadTorch:
+    """``torch`` with ``load`` replaced by :func:`addp_mm.utils.checkpoint.safe_torch_load`."""
+
+    def __getattr__(self, name: str):
+        return getattr(torch, name)
+
+    @staticmethod
+    def load(f, map_location='cpu', **kwargs):
+        from addp_mm.utils.checkpoint import safe_torch_load
+        return safe_torch_load(f, map_location=map_location)
 
 
 class FeatureExtractor:

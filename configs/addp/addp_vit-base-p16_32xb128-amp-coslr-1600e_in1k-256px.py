@@ -9,6 +9,7 @@
 # checkpoints/):
 #   vqgan_jax_strongaug.ckpt : the MaskGIT-style VQGAN tokenizer
 #   mage-vitb-1600.pth       : MAGE ViT-B token predictor (ADDP-B's teacher)
+# Run first: download vqgan_jax_strongaug.ckpt and mage-vitb-1600.pth into checkpoints/ and put ImageNet under data/imagenet/ (README: External checkpoints)
 tokenizer_checkpoint = 'checkpoints/vqgan_jax_strongaug.ckpt'
 predictor_checkpoint = 'checkpoints/mage-vitb-1600.pth'
 # ImageNet-1k train split. Either a class-folder tree

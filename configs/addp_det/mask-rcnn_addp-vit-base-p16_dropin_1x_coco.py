@@ -3,6 +3,7 @@
 # (data pipeline, heads, SGD 1x schedule) is mmdet's unchanged. This shows the
 # plug-in use; for the ViTDet-style recipe see
 # mask-rcnn_addp-vit-base-p16_simple-fpn_lsj-100e_coco.py.
+# Run first: put COCO 2017 under data/coco (mmdet's layout); set `pretrained` to a local ADDP file, e.g. checkpoints/addp-vit-base-16.pth
 _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
 
 custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)

@@ -6,6 +6,7 @@
 # the ViTDet Mask R-CNN protocol (Li et al. 2022, `mask_rcnn_vitdet_b_100ep`),
 # which we assume produced ADDP's reported COCO AP^box 51.7 (ViT-B). It is not
 # a verified reproduction of the paper's recipe.
+# Run first: put COCO 2017 under data/coco/ and the ADDP-B release at checkpoints/addp-vit-base-16.pth (README: External checkpoints)
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     './_base_/lsj-100e_coco-instance.py',
@@ -16,7 +17,7 @@ custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
 # ADDP pretraining checkpoint: our Runner output (`backbone.` keys), an
 # official release (HF `Changyao/ADDP`, converted or raw `{'model': ...}`) or
 # an official fine-tuning file. Download it yourself and put the local path here.
-pretrained = 'checkpoints/addp_vit-base-p16_1600e_in1k.pth'
+pretrained = 'checkpoints/addp-vit-base-16.pth'
 
 norm_cfg = dict(type='ADDPLN2d', requires_grad=True)
 image_size = (1024, 1024)

@@ -3,9 +3,10 @@
 #
 # ASSUMPTION: ViTDet protocol (`mask_rcnn_vitdet_l_100ep`); ADDP's own
 # detection recipe (reported AP^box 54.6 for ViT-L) was not released.
+# Run first: put COCO 2017 under data/coco/ and the ADDP-L release at checkpoints/addp-vit-large-16.pth (README: External checkpoints)
 _base_ = ['./mask-rcnn_addp-vit-base-p16_simple-fpn_lsj-100e_coco.py']
 
-pretrained = 'checkpoints/addp_vit-large-p16_800e_in1k.pth'
+pretrained = 'checkpoints/addp-vit-large-16.pth'
 
 model = dict(
     backbone=dict(

@@ -9,6 +9,7 @@
 #
 # CKPT: our pretraining checkpoint, or the official addp-vit-base-16.pth
 # converted with tools/model_converters/addp_to_mm.py (it holds the VQGAN too).
+# Run first: this config evaluates and samples a trained model (tools/test.py, tools/sample.py above); train one with configs/addp/addp_vit-base-p16_32xb128-amp-coslr-1600e_in1k-256px.py
 _base_ = ['../addp/addp_vit-base-p16_32xb128-amp-coslr-1600e_in1k-256px.py']
 
 # the generation dataset/metric/sampler live in addp_mm (datasets.generation is

@@ -5,6 +5,7 @@
 #
 # CKPT: the official addp-vit-large-16.pth converted with
 # tools/model_converters/addp_to_mm.py, or our ViT-L pretraining checkpoint.
+# Run first: this config evaluates and samples a trained model (tools/test.py, tools/sample.py); train one with configs/addp/addp_vit-large-p16_32xb128-amp-coslr-800e_in1k-256px.py
 _base_ = [
     '../addp/addp_vit-large-p16_32xb128-amp-coslr-800e_in1k-256px.py',
 ]

@@ -5,6 +5,7 @@
 #
 #   python tools/test.py configs/addp_gen/addp_vit-tiny-p8_iterdec-cosine-8step_embedded-64px.py CKPT \
 #       --cfg-options test_evaluator.inception_weights=PATH test_evaluator.reference=REF_DIR
+# Run first: this config evaluates and samples a trained model (tools/test.py, tools/sample.py above); train one with configs/addp/addp_vit-tiny-p8_1xb8-300i_embedded-64px.py
 _base_ = ['../addp/addp_vit-tiny-p8_1xb8-300i_embedded-64px.py']
 
 # the generation dataset/metric/sampler live in addp_mm (datasets.generation is

@@ -11,6 +11,7 @@
 # SyncBN: the heads/neck use SyncBN for multi-GPU runs. A non-distributed run
 # (single GPU or CPU, tools/train.py without --launcher) gets plain BN
 # automatically: mmengine's Runner reverts SyncBN when it is not distributed.
+# Run first: put ADE20k under data/ade/ADEChallengeData2016 and the ADDP-B release at checkpoints/addp-vit-base-16.pth (README: External checkpoints)
 _base_ = [
     'mmseg::_base_/models/upernet_mae.py', 'mmseg::_base_/datasets/ade20k.py',
     'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_160k.py'
@@ -21,7 +22,7 @@ custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
 # ADDP pretraining checkpoint (our Runner output, an official HF `Changyao/ADDP`
 # release or an official fine-tuning file); download it yourself and put the
 # local path here. Its 16x16 position grid is resized to 32x32 at load time.
-pretrained = 'checkpoints/addp_vit-base-p16_1600e_in1k.pth'
+pretrained = 'checkpoints/addp-vit-base-16.pth'
 
 crop_size = (512, 512)
 norm_cfg = dict(type='SyncBN', requires_grad=True)

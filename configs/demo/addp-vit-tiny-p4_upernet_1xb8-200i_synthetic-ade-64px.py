@@ -9,11 +9,12 @@
 # x2, x1, x0.5, x0.25) and whole-image inference on 64x64 images.
 # Scaling up = configs/addp_seg/addp-vit-base-p16_upernet_8xb2-amp-160k_ade20k-512x512.py
 # (`pretrained` = your ADDP checkpoint, `data_root` = ADE20k).
+# Run first: python tools/demo.py (it writes the data under work_dirs/demo/data/ and the stage-3 encoder work_dirs/demo/addp/iter_1500.pth; --data-only writes just the data)
 _base_ = ['../addp_seg/addp-vit-tiny_upernet_test_ade20k-64x64.py']
 
 # ---------------------------------------------------------------- user paths
 pretrained = 'work_dirs/demo/addp/iter_1500.pth'  # an ADDP pretraining checkpoint
-data_root = 'data/synthetic_ade_64px/'  # tools/demo.py writes it (build_synthetic_ade)
+data_root = 'work_dirs/demo/data/synthetic_ade_64px/'  # tools/demo.py writes it
 # --------------------------------------------------------------------------
 
 classes = ('grass', 'gravel', 'brick', 'coin', 'horse')

@@ -11,6 +11,7 @@
 # Scaling up = the real configs (configs/addp/addp_vit-base-p16_*_in1k-256px.py): the
 # official VQGAN (`tokenizer_checkpoint`) and MAGE-B/L predictor (`predictor_checkpoint`),
 # ImageNet at 256 px (`data_root`), ViT-B/16 or L/16.
+# Run first: python tools/demo.py (stages 1-2 write work_dirs/demo/tokenizer/iter_600.pth and work_dirs/demo/predictor/iter_1200.pth)
 _base_ = ['../addp/addp_vit-tiny-p8_1xb8-300i_embedded-64px.py']
 
 # ---------------------------------------------------------------- user paths

@@ -12,6 +12,7 @@
 # embed_dims=768, depth=12, num_heads=12, decoder 768 x 8 blocks x 16 heads,
 # num_codes=1024, num_classes=1000, num_tokens=256, fake_class_id=1100, trained
 # with drop_tokens=True on ImageNet at 256 px with the official tokenizer.
+# Run first: python tools/demo.py (stage 1 writes the tokenizer work_dirs/demo/tokenizer/iter_600.pth)
 _base_ = ['./vqgan_ch32-f4-k128_1xb16-600i_embedded-32px.py']
 
 # ---------------------------------------------------------------- user paths

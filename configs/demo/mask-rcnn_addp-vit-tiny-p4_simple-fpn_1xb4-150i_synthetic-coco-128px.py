@@ -9,11 +9,12 @@
 # and max-pools the coarser levels), 64 wide, 4 blocks, windows of 8 tokens, block 3 global.
 # Scaling up = configs/addp_det/mask-rcnn_addp-vit-base-p16_simple-fpn_lsj-100e_coco.py
 # (`pretrained` = your ADDP checkpoint, `data_root` = COCO).
+# Run first: python tools/demo.py (it writes the data under work_dirs/demo/data/ and the stage-3 encoder work_dirs/demo/addp/iter_1500.pth; --data-only writes just the data)
 _base_ = ['../addp_det/mask-rcnn_addp-vit-tiny_simple-fpn_test_coco.py']
 
 # ---------------------------------------------------------------- user paths
 pretrained = 'work_dirs/demo/addp/iter_1500.pth'  # an ADDP pretraining checkpoint
-data_root = 'data/synthetic_coco_128px/'  # tools/demo.py writes it (build_synthetic_coco)
+data_root = 'work_dirs/demo/data/synthetic_coco_128px/'  # tools/demo.py writes it
 # --------------------------------------------------------------------------
 
 classes = ('coin', 'horse')

@@ -9,6 +9,7 @@
 # frozen encoder as pretrained (tokenizer_norm and final norm kept), mean of the
 # patch tokens -> BatchNorm1d(affine=False) -> Linear. Scaling up = that config
 # (ImageNet `data_root`, ViT-B/16, `pretrained_ckpt` = your ADDP checkpoint).
+# Run first: python tools/demo.py (stage 3 writes the ADDP encoder work_dirs/demo/addp/iter_1500.pth)
 _base_ = ['mmpretrain::_base_/default_runtime.py']
 custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
 

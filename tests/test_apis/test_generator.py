@@ -145,7 +145,7 @@ def test_generator_clear_errors(gen, photo, tmp_path):
         gen(boxes=[(0, 0, 8, 8)])
     blocker = tmp_path / 'file'
     blocker.write_text('x')
-    with pytest.raises(ValueError, match='is an existing file'):
+    with pytest.raises(ValueError, match='--out-dir .* is a file'):
         gen(num_images=1, out_dir=str(blocker))
     from addp_mm.apis import ADDPGenerator
     with pytest.raises(ValueError, match='nothing is downloaded'):
@@ -182,6 +182,6 @@ def test_sample_tool_checks_the_output_folder_first(tiny_ckpt, tmp_path, monkeyp
     monkeypatch.setattr(tool, 'build_model', lambda *a, **k: built.append(1))
     blocker = tmp_path / 'taken'
     blocker.write_text('x')
-    with pytest.raises(SystemExit, match='is an existing file'):
+    with pytest.raises(SystemExit, match='--out-dir .* is a file'):
         tool.main([TINY_GEN_CFG, tiny_ckpt, '--device', 'cpu', '--out-dir', str(blocker)])
     assert built == []

@@ -18,8 +18,9 @@ TEST = osp.join(ROOT, 'tools', 'test.py')
 
 
 def _load_runner_ckpt(path):
-    # a Runner checkpoint this test wrote itself: full unpickling is fine here
-    return torch.load(path, map_location='cpu', weights_only=False)
+    # a real Runner checkpoint (optimizer, schedulers, message hub) through the safe loader
+    from addp_mm.utils.checkpoint import safe_torch_load
+    return safe_torch_load(path)
 
 
 @pytest.fixture(scope='module')

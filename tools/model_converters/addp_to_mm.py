@@ -34,19 +34,20 @@ Any other key is an error, so every key of the file is accounted for.
 Usage::
 
     python tools/model_converters/addp_to_mm.py addp-vit-base-16.pth \\
-        checkpoints/addp_vit-base-p16_official.pth \\
+        checkpoints/addp-vit-base-16_mm.pth \\
         [--config configs/addp/addp_vit-base-p16_32xb128-amp-coslr-1600e_in1k-256px.py]
 
 ``--config`` additionally builds the model of that config (on the ``meta``
-device, no memory for weights) and checks keys and shapes strictly. Use the
+device, no memory for weights) and checks keys and shapes strictly before
+anything is written. The destination is checked first and written atomically
+(temporary name + rename), so a failed run leaves no output. Use the
 result as ``load_from`` of the pretraining config (or ``--resume`` is not
 needed), as the encoder source of the transfer configs, or for generation.
 """
 import argparse
-import os
 import os.path as osp
 import sys
-from typing import Dict, List, Mapping, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -58,6 +59,7 @@ if _ROOT not in sys.path:
 from addp_mm.models.tokenizers.mage_predictor import convert_mage_state_dict  # noqa: E402
 from addp_mm.models.tokenizers.vqgan import convert_vqgan_state_dict  # noqa: E402
 from addp_mm.utils.checkpoint import CheckpointError, load_external_state_dict  # noqa: E402
+from addp_mm.utils.outputs import OutputError, atomic_torch_save, check_output_file  # noqa: E402
 
 #: First key component -> our sub-module, for ADDP's own weights.
 ENCODER_HEADS = ('cls_token', 'pos_embed', 'patch_embed', 'tokenizer_norm', 'blocks', 'norm')
@@ -168,15 +170,27 @@ def _sources(converted: Mapping[str, Tensor], state_dict: Mapping[str, Tensor]) 
     return out & set(state_dict)
 
 
-def convert_file(src: str, dst: str) -> Dict[str, object]:
-    """Read ``src`` (weights_only), convert, write ``dst``; return the meta."""
-    state_dict = load_external_state_dict(src, keys=('model', ))
+def convert(src: str) -> Tuple[Dict[str, Tensor], Dict[str, object]]:
+    """Read ``src`` (weights_only) and convert it; return ``(state_dict, meta)``."""
+    state_dict = load_external_state_dict(src, keys=('model', ), reject_converted=True)
     converted, dropped = convert_addp_state_dict(state_dict)
     meta = dict(converted_from=osp.basename(src), converter='tools/model_converters/addp_to_mm.py',
                 num_source_keys=len(state_dict), num_loaded=len(converted),
                 dropped=sorted(dropped), dropped_reasons=dict(sorted(dropped.items())))
-    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
-    torch.save(dict(state_dict=converted, meta=meta), dst)
+    return converted, meta
+
+
+def convert_file(src: str, dst: str, config: Optional[str] = None) -> Dict[str, object]:
+    """Convert ``src``, check it against ``config`` if given, then write ``dst``.
+
+    ``dst`` is checked before the work and written atomically, only after every
+    check passed; on any error nothing is left at ``dst``.
+    """
+    check_output_file(dst, 'destination')
+    converted, meta = convert(src)
+    if config:
+        check_against_config(converted, config)
+    atomic_torch_save(dict(state_dict=converted, meta=meta), dst)
     return meta
 
 
@@ -203,12 +217,11 @@ def main() -> None:
     parser.add_argument('dst', help='output path of the addp_mm checkpoint')
     parser.add_argument('--config', help='also check keys/shapes against this config\'s model')
     args = parser.parse_args()
+    if args.config and not osp.isfile(args.config):
+        raise SystemExit(f'error: config file not found: {args.config!r}')
     try:
-        meta = convert_file(args.src, args.dst)
-        if args.config:
-            sd = torch.load(args.dst, map_location='cpu', weights_only=True)['state_dict']
-            check_against_config(sd, args.config)
-    except CheckpointError as err:
+        meta = convert_file(args.src, args.dst, args.config)
+    except (CheckpointError, OutputError) as err:
         raise SystemExit(f'error: {err}')
     print(f'converted {meta["num_source_keys"]} keys: {meta["num_loaded"]} loaded, '
           f'{len(meta["dropped"])} dropped as documented-unused/aliases -> {args.dst}')

@@ -20,14 +20,13 @@ Example::
 The embedded ``vqgan.*`` copy is never written into the output: the tokenizer
 loads its own file. ``--compare-vqgan`` reports whether that copy equals a
 given tokenizer file. Missing keys, shape mismatches or unexpected keys that
-are not documented as unused make the tool exit with status 1.
+are not documented as unused make the tool exit with status 1. The destination
+is checked before the work and written atomically (temporary name + rename).
 """
 import argparse
 import os.path as osp
 import sys
 from typing import List, Optional
-
-import torch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if ROOT not in sys.path:
@@ -82,13 +81,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     from addp_mm.models.tokenizers.mage_predictor import convert_mage_state_dict
     from addp_mm.utils.checkpoint import (CheckpointError, check_state_dict,
                                           load_external_state_dict)
+    from addp_mm.utils.outputs import OutputError, atomic_torch_save, check_output_file
     try:
-        state_dict = load_external_state_dict(args.src, keys=('model', 'state_dict'))
+        check_output_file(args.dst, 'destination')
+        state_dict = load_external_state_dict(args.src, keys=('model', 'state_dict'),
+                                              reject_converted=True)
         converted, dropped, prefix = convert_mage_state_dict(state_dict, args.prefix)
         model, model_cfg = build_meta_model(args.config, args.cfg_key)
         check_state_dict(model, converted, source=repr(args.src))
         report = compare_vqgan(state_dict, args.compare_vqgan) if args.compare_vqgan else None
-    except CheckpointError as err:
+    except (CheckpointError, OutputError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
     n_vq = sum(k[len(prefix):].startswith('vqgan.') for k in dropped)
@@ -105,7 +107,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 source_file=osp.basename(args.src), source_prefix=prefix, model=model_cfg,
                 key_prefix=args.add_prefix, dropped_keys=dropped,
                 vqgan_copy='dropped (the tokenizer loads its own checkpoint)')
-    torch.save({'state_dict': out, 'meta': meta}, args.dst)
+    atomic_torch_save({'state_dict': out, 'meta': meta}, args.dst)
     print(f'wrote {args.dst}')
     return 0
 

@@ -17,7 +17,9 @@ The converted file loads through the tokenizer's ``checkpoint=`` argument just
 like the official one. ``--add-prefix tokenizer.`` writes keys in ADDP layout
 (for ``init_cfg=dict(type='Pretrained', ...)`` of a whole ADDP model).
 Missing keys, shape mismatches or unexpected keys that are not documented as
-unused make the tool exit with status 1 and name the first offenders.
+unused make the tool exit with status 1 and name the first offenders. The
+destination is checked before the work and written atomically (temporary name
++ rename).
 """
 import argparse
 import os.path as osp
@@ -67,12 +69,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     from addp_mm.models.tokenizers.vqgan import VQGAN_UNUSED_PREFIXES, convert_vqgan_state_dict
     from addp_mm.utils.checkpoint import (CheckpointError, check_state_dict,
                                           load_external_state_dict)
+    from addp_mm.utils.outputs import OutputError, atomic_torch_save, check_output_file
     try:
-        state_dict = load_external_state_dict(args.src, keys=('state_dict', 'model'))
+        check_output_file(args.dst, 'destination')
+        state_dict = load_external_state_dict(args.src, keys=('state_dict', 'model'),
+                                              reject_converted=True)
         converted, dropped, prefix = convert_vqgan_state_dict(state_dict, args.prefix)
         model, model_cfg = build_meta_model(args.config, args.cfg_key)
         check_state_dict(model, converted, source=repr(args.src))
-    except CheckpointError as err:
+    except (CheckpointError, OutputError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
     outside = len(state_dict) - len(converted) - len(dropped)
@@ -84,7 +89,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     meta = dict(converter='tools/model_converters/vqgan_to_mm.py',
                 source_file=osp.basename(args.src), source_prefix=prefix,
                 model=model_cfg, key_prefix=args.add_prefix, dropped_keys=dropped)
-    torch.save({'state_dict': out, 'meta': meta}, args.dst)
+    atomic_torch_save({'state_dict': out, 'meta': meta}, args.dst)
     print(f'wrote {args.dst}')
     return 0
 

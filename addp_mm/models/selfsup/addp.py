@@ -454,8 +454,9 @@ class ADDP(BaseSelfSupervisor):
                         '(see the config variables at the top of the config for where to get it).')
             elif not osp.isfile(path):
                 raise FileNotFoundError(
-                    f'{name} checkpoint not found: {path!r}. Download it (see the config header) '
-                    f'and set its path, e.g. --cfg-options model.{name}.checkpoint=/path/to/file.')
+                    f'{name} checkpoint not found: {path!r}. The config header says where it '
+                    'comes from (a released file, or one an earlier step writes); set its path, '
+                    f'e.g. --cfg-options model.{name}.checkpoint=/path/to/file.')
 
         if isinstance(backbone, dict):
             backbone = MODELS.build(backbone)

@@ -3,8 +3,9 @@
 # top-1 83.9. Total batch 1024 (8 GPUs x 128); lr 4e-3 = blr 1e-3 x 1024/256.
 #
 #   CFG=configs/addp/benchmarks/vit-base-p16_addp-pre_8xb128-coslr-100e_in1k-256px.py
-#   python tools/train.py $CFG --cfg-options model.backbone.init_cfg.checkpoint=PATH/TO/addp_b.pth
+#   python tools/train.py $CFG --cfg-options model.backbone.init_cfg.checkpoint=checkpoints/addp-vit-base-16.pth
 #   python tools/test.py $CFG work_dirs/<config name>/epoch_100.pth
+# Run first: put ImageNet under data/imagenet/ and the ADDP-B release at checkpoints/addp-vit-base-16.pth (README: External checkpoints)
 _base_ = ['mmpretrain::_base_/default_runtime.py']
 custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
 
@@ -14,7 +15,7 @@ custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
 # (work_dirs/addp_vit-base-p16_.../epoch_1600.pth, keys `backbone.*`), a converted
 # official release, or the official release file itself (`{'model': ...}`,
 # "ADDP-ViT-B" on the HF hub repo Changyao/ADDP, see the project README).
-pretrained_ckpt = 'checkpoints/addp_vit_base_patch16_1600ep.pth'
+pretrained_ckpt = 'checkpoints/addp-vit-base-16.pth'
 # ImageNet-1k. Two layouts are supported:
 #  * meta-list (default): `<data_root>/meta/{train,val}.txt`, one "<relative path> <label>"
 #    line per image, the paths relative to `<data_root>/{train,val}/`;

@@ -2,6 +2,7 @@
 # for comparison with 224-px methods). The 16x16 pretraining pos-embed is resized
 # bicubically to 14x14 on load. Train: RandomResizedCrop 224; eval: Resize 256 +
 # CenterCrop 224 (crop_pct 0.875, what the reference main_finetune.py does at <= 224).
+# Run first: put ImageNet under data/imagenet/ and the ADDP-B release at checkpoints/addp-vit-base-16.pth (README: External checkpoints)
 _base_ = ['./vit-base-p16_addp-pre_8xb128-coslr-100e_in1k-256px.py']
 
 img_size = 224

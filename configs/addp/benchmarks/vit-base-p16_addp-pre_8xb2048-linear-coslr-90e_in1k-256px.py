@@ -12,12 +12,13 @@
 #     (tokenizer_norm and final norm kept: the frozen blocks see the pretraining input
 #     distribution). ADDP's decoder never reads the encoder's cls output, hence avg pooling
 #     instead of MAE's default cls token.
+# Run first: put ImageNet under data/imagenet/ and the ADDP-B release at checkpoints/addp-vit-base-16.pth (README: External checkpoints)
 _base_ = ['mmpretrain::_base_/default_runtime.py']
 custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
 
 # ----------------------------------------------------------------------------
 # User paths (formats and layouts as in vit-base-p16_addp-pre_8xb128-coslr-100e_in1k-256px.py)
-pretrained_ckpt = 'checkpoints/addp_vit_base_patch16_1600ep.pth'
+pretrained_ckpt = 'checkpoints/addp-vit-base-16.pth'
 data_root = 'data/imagenet/'
 train_ann_file = 'meta/train.txt'  # '' for the class-folder layout
 val_ann_file = 'meta/val.txt'  # '' for the class-folder layout

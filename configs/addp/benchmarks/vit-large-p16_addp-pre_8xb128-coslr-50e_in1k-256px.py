@@ -2,11 +2,12 @@
 # official `finetune_addp_large_50ep.sh` (ADDP_SPEC §4.2), reported top-1 85.9.
 # Total batch 1024 (8 GPUs x 128); lr 1e-3 = blr 2.5e-4 x 1024/256, layer decay 0.8,
 # drop path 0.2, 5 warmup epochs; everything else as the ViT-B config it inherits.
+# Run first: put ImageNet under data/imagenet/ and the ADDP-L release at checkpoints/addp-vit-large-16.pth (README: External checkpoints)
 _base_ = ['./vit-base-p16_addp-pre_8xb128-coslr-100e_in1k-256px.py']
 
 # ----------------------------------------------------------------------------
 # User paths (see the ViT-B config for the accepted checkpoint formats and layouts)
-pretrained_ckpt = 'checkpoints/addp_vit_large_patch16_800ep.pth'
+pretrained_ckpt = 'checkpoints/addp-vit-large-16.pth'
 data_root = 'data/imagenet/'
 train_ann_file = 'meta/train.txt'  # '' for the class-folder layout
 val_ann_file = 'meta/val.txt'  # '' for the class-folder layout

@@ -6,6 +6,7 @@
 #
 #   python tools/train.py configs/addp/benchmarks/vit-tiny24-p16_addp-pre_1xb4-2e_demo-64px.py \
 #       --work-dir work_dirs/demo --cfg-options model.backbone.init_cfg.checkpoint=TINY_ADDP.pth
+# Run first: put a few images in class folders under data/tiny_imagenet_format/{train,val}/<class>/ (nothing generates them) and set both ann files to ''
 _base_ = ['mmpretrain::_base_/default_runtime.py']
 custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
 
