@@ -127,7 +127,8 @@ def test_optimizer_groups_weight_decay_and_no_frozen_state(tiny):
     for group in wrapper.optimizer.param_groups:
         for p in group['params']:
             wd[id2name[id(p)]] = group['weight_decay']
-    # spec §1.7: decay on ndim > 1 except *.bias (mlm_layer.bias is [1,1,V])
+    # reference ``main_pretrain.py`` (timm param_groups_weight_decay): decay on
+    # ndim > 1 except *.bias (mlm_layer.bias is [1,1,V])
     for name in ('backbone.cls_token', 'backbone.pos_embed', 'backbone.patch_embed.proj.weight',
                  'backbone.blocks.0.attn.qkv.weight', 'neck.mask_token', 'neck.token_emb.weight',
                  'neck.decoder_pos_embed_learned', 'neck.decoder_pos_mask_embed',

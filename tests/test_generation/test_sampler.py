@@ -61,7 +61,7 @@ class ToyNeck(nn.Module):
 
 
 class ToyADDP(nn.Module):
-    """Tiny model with ADDP's generation contract (spec §2.1)."""
+    """Tiny model with ADDP's generation contract (reference ``engine_generate.py``)."""
 
     def __init__(self, grid=4, K=16):
         super().__init__()

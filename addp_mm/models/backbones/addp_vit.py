@@ -13,7 +13,8 @@ plain pre-LN ViT with two extra LayerNorms: ``tokenizer_norm`` on the 257
 input tokens (after the position embedding, before block 0) and the final
 ``norm``. The released fine-tuning model keeps neither: it loads the
 pretraining state dict non-strictly by name, so both are silently dropped and
-the head is ``fc_norm(mean of patch tokens) -> linear`` (ADDP_SPEC §1.9 item 5).
+the head is ``fc_norm(mean of patch tokens) -> linear`` (reference
+``models_vit.py`` / ``main_finetune.py``).
 :class:`ADDPVisionTransformer` reproduces that by default and can keep both
 norms on request (``use_tokenizer_norm=True, final_norm=True``).
 """

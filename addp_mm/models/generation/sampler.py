@@ -1,4 +1,4 @@
-"""ADDP's alternating-denoising sampler (spec §2.1, paper Fig. 5).
+"""ADDP's alternating-denoising sampler (reference ``engine_generate.py``, ADDP paper Fig. 5).
 
 Starting from an all-masked token map, every step
 

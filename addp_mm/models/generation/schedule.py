@@ -1,7 +1,7 @@
 """Schedules and random choices of ADDP's iterative (alternating) sampler.
 
 These helpers hold the parts of the reference ``engine_generate.py`` that do
-not need the network (spec §2.1):
+not need the network (reference ``engine_generate.py``):
 
 * the number of positions that stay masked after each step (cosine or linear
   schedule, ``ceil``, clipped to ``[1, #initially unknown]``),
@@ -103,7 +103,7 @@ def masked_count_schedule(num_steps: int,
     """Masked-position counts after steps ``0..num_steps-1``.
 
     For 20 cosine steps at 256 tokens this is
-    ``[256, 253, 249, ..., 41, 21, 1]`` (spec §2.1).
+    ``[256, 253, 249, ..., 41, 21, 1]`` (reference ``engine_generate.py``).
     """
     _check_steps(num_steps)
     _check_schedule(schedule)

@@ -1,6 +1,6 @@
 """ADDP pretraining: Alternating Denoising Diffusion Process (ICLR 2024).
 
-One training iteration (spec §1, reference ``models_addp.py``):
+One training iteration (ADDP paper Fig. 4, reference ``models_addp.py``):
 
 1. ``z0 = VQ-Enc(x0)``: token ids of the clean images (frozen VQGAN, raw [0,1]
    pixels).
@@ -397,7 +397,8 @@ class ADDP(BaseSelfSupervisor):
         token_predictor (dict): Frozen ``MAGETokenPredictor`` config with
             ``checkpoint``. Its ``train_dropout=True`` reproduces the release
             (predictor dropout active while making ``x_t`` and the target,
-            spec §1.9.3); False keeps it deterministic.
+            reference ``engine_pretrain.py`` calls ``model.train(True)``); False
+            keeps it deterministic.
         mask_sampler (dict): :class:`ADDPMaskSampler` config. Defaults to the
             official schedule.
         sampler (dict, optional): Generation sampler used by :meth:`predict`.
