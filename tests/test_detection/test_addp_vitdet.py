@@ -175,12 +175,12 @@ def test_real_size_archs_build_lazily():
     D = 768
     block = 4 * D + (3 * D * D + 3 * D) + (D * D + D) + 2 * (4 * D * D) + 4 * D + D
     # patch embed + 16x16 pos embed (no cls row) + 12 blocks; the ADDP encoder's
-    # 85.85M (spec 3.1) adds cls token, cls pos row, tokenizer_norm and norm (5 x 768)
+    # 85.85M (ADDP-B encoder) adds cls token, cls pos row, tokenizer_norm and norm (5 x 768)
     assert n == (D * 3 * 256 + D) + 256 * D + 12 * block
     assert n + 5 * D == pytest.approx(85.85e6, abs=0.01e6)
     assert b.global_attn_indexes == (2, 5, 8, 11)
     assert [blk.window_size for blk in b.blocks][:4] == [14, 14, 0, 14]
-    assert b.blocks[-1].drop_path.p == pytest.approx(0.1)
+    assert b.blocks[-1].drop_path1.drop_prob == pytest.approx(0.1)
 
 
 def test_layer_depth():

@@ -36,7 +36,7 @@ from mmpretrain.models.backbones.vit_sam import (get_rel_pos, window_partition,
 from mmpretrain.models.utils import resize_pos_embed
 from torch import Tensor, nn
 
-from addp_mm.models.layers import Attention, Block, to_2tuple
+from addp_mm.models.layers import Attention, Block, PatchEmbed, to_2tuple
 from addp_mm.models.utils.encoder_weights import load_addp_encoder_state_dict
 from addp_mm.registry import register_model_everywhere
 from addp_mm.utils.checkpoint import CheckpointError, check_state_dict
@@ -73,42 +73,24 @@ def decomposed_rel_pos_bias(q: Tensor, rel_pos_h: Tensor, rel_pos_w: Tensor,
 
 class ADDPRelPosAttention(Attention):
     """:class:`~addp_mm.models.layers.Attention` with optional decomposed
-    relative position bias.
+    relative position bias, added to the logits through the attention mask.
 
-    Args:
-        dim (int): Token width.
-        num_heads (int): Number of heads.
-        qkv_bias (bool): Bias on ``qkv``. Defaults to True.
-        attn_drop (float): Attention dropout. Defaults to 0.
-        proj_drop (float): Output dropout. Defaults to 0.
-        use_rel_pos (bool): Add a decomposed relative position bias.
-            Defaults to False.
-        rel_pos_size (tuple[int, int], optional): Grid ``(H, W)`` the tables are
-            sized for (``2*H-1`` / ``2*W-1`` rows); other sizes are handled by
-            linear interpolation of the tables. Required when ``use_rel_pos``.
-            Defaults to None.
-        use_sdpa (bool): Use ``F.scaled_dot_product_attention``. Defaults to False.
+    Built by the timm block with the arguments of
+    :class:`~addp_mm.models.layers.Attention`; :meth:`init_rel_pos` then
+    allocates the tables.
     """
 
-    def __init__(self,
-                 dim: int,
-                 num_heads: int,
-                 qkv_bias: bool = True,
-                 attn_drop: float = 0.,
-                 proj_drop: float = 0.,
-                 use_rel_pos: bool = False,
-                 rel_pos_size: Optional[Tuple[int, int]] = None,
-                 use_sdpa: bool = False) -> None:
-        super().__init__(dim, num_heads, qkv_bias, attn_drop, proj_drop, use_sdpa=use_sdpa)
-        self.use_rel_pos = use_rel_pos
-        if use_rel_pos:
-            if rel_pos_size is None:
-                raise ValueError('rel_pos_size (H, W) is required when use_rel_pos=True')
-            # Zero init, as ViTDet: the pretrained model starts unchanged.
-            self.rel_pos_h = nn.Parameter(torch.zeros(2 * rel_pos_size[0] - 1, self.head_dim))
-            self.rel_pos_w = nn.Parameter(torch.zeros(2 * rel_pos_size[1] - 1, self.head_dim))
+    use_rel_pos = False
 
-    def forward(self, x: Tensor, hw: Optional[Tuple[int, int]] = None,
+    def init_rel_pos(self, rel_pos_size: Tuple[int, int]) -> None:
+        """Allocate zero tables for grid ``(H, W)`` (``2*H-1`` / ``2*W-1``
+        rows; other sizes are handled by linear interpolation of the tables).
+        Zero init, as ViTDet: the pretrained model starts unchanged."""
+        self.use_rel_pos = True
+        self.rel_pos_h = nn.Parameter(torch.zeros(2 * rel_pos_size[0] - 1, self.head_dim))
+        self.rel_pos_w = nn.Parameter(torch.zeros(2 * rel_pos_size[1] - 1, self.head_dim))
+
+    def forward(self, x: Tensor, hw: Optional[Tuple[int, int]] = None,  # type: ignore[override]
                 num_extra_tokens: int = 0) -> Tensor:
         """Attend over ``x``.
 
@@ -122,12 +104,10 @@ class ADDPRelPosAttention(Attention):
         Returns:
             Tensor: ``[B, N, C]``.
         """
-        B, N, C = x.shape
-        # [3, B, heads, N, head_dim]
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
+        q, k, v = self.qkv_heads(x)  # [B, heads, N, head_dim]
         bias = None
         if self.use_rel_pos:
+            N = x.shape[1]
             if hw is None or hw[0] * hw[1] + num_extra_tokens != N:
                 raise ValueError(f'relative position bias needs the token grid: got hw={hw} '
                                  f'and {num_extra_tokens} extra tokens for N={N} tokens')
@@ -136,25 +116,7 @@ class ADDPRelPosAttention(Attention):
             if num_extra_tokens:
                 # extra tokens attend / are attended without a relative bias
                 bias = F.pad(bias, (num_extra_tokens, 0, num_extra_tokens, 0))
-        if self.use_sdpa:
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=None if bias is None else bias.to(q.dtype),
-                dropout_p=self.attn_drop.p if self.training else 0.)
-        else:
-            if self.fp32_logits and torch.is_autocast_enabled(q.device.type):
-                with torch.autocast(device_type=q.device.type, enabled=False):
-                    attn = (q.float() @ k.float().transpose(-2, -1)) * self.scale
-                    if bias is not None:
-                        attn = attn + bias.float()
-            else:
-                attn = (q @ k.transpose(-2, -1)) * self.scale
-                if bias is not None:
-                    attn = attn + bias
-            attn = attn - attn.amax(dim=-1, keepdim=True)
-            attn = self.attn_drop(attn.softmax(dim=-1))
-            out = attn.to(v.dtype) @ v
-        out = out.transpose(1, 2).reshape(B, N, C)
-        return self.proj_drop(self.proj(out))
+        return self.attend(q, k, v, bias)
 
 
 class ADDPWindowBlock(Block):
@@ -199,13 +161,14 @@ class ADDPWindowBlock(Block):
                  rel_pos_size: Optional[Tuple[int, int]] = None,
                  use_sdpa: bool = False) -> None:
         super().__init__(dim, num_heads, mlp_ratio, qkv_bias, drop, attn_drop, drop_path,
-                         norm_eps, use_sdpa)
+                         norm_eps, use_sdpa, attn_layer=ADDPRelPosAttention)
         self.window_size = window_size
         self.window_padding = window_padding
-        self.attn = ADDPRelPosAttention(
-            dim, num_heads, qkv_bias, attn_drop, drop, use_rel_pos=use_rel_pos,
-            rel_pos_size=(window_size, window_size) if window_size > 0 else rel_pos_size,
-            use_sdpa=use_sdpa)
+        if use_rel_pos:
+            size = (window_size, window_size) if window_size > 0 else rel_pos_size
+            if size is None:
+                raise ValueError('rel_pos_size (H, W) is required when use_rel_pos=True')
+            self.attn.init_rel_pos(size)
 
     def forward(self, x: Tensor, hw: Tuple[int, int],  # type: ignore[override]
                 num_extra_tokens: int = 0) -> Tensor:
@@ -230,29 +193,9 @@ class ADDPWindowBlock(Block):
             x = x.reshape(B, N, C)
         else:
             x = self.attn(x, hw, num_extra_tokens)
-        x = shortcut + self.drop_path(x)
-        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        x = shortcut + self.drop_path1(self.ls1(x))
+        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return x
-
-
-class ADDPPatchEmbed(nn.Module):
-    """Conv patch embedding keeping timm's ``patch_embed.proj`` name.
-
-    Inputs whose size is not a multiple of ``patch_size`` are zero-padded at
-    the bottom/right, so the grid is ``ceil(H / p) x ceil(W / p)``.
-    """
-
-    def __init__(self, in_channels: int, embed_dims: int, patch_size: int) -> None:
-        super().__init__()
-        self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_channels, embed_dims, patch_size, stride=patch_size)
-
-    def forward(self, x: Tensor) -> Tensor:
-        p = self.patch_size
-        pad_h, pad_w = (-x.shape[-2]) % p, (-x.shape[-1]) % p
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-        return self.proj(x)  # [B, C, ceil(H/p), ceil(W/p)]
 
 
 class ADDPDenseViTBase(BaseModule):
@@ -298,7 +241,9 @@ class ADDPDenseViTBase(BaseModule):
         self.patch_size = patch_size
         self.pos_grid = pos_grid
         self.pretrained = pretrained
-        self.patch_embed = ADDPPatchEmbed(in_channels, self.embed_dims, patch_size)
+        # grid ceil(H / p) x ceil(W / p): inputs are zero-padded at the bottom/right
+        self.patch_embed = PatchEmbed(None, patch_size, in_channels, self.embed_dims,
+                                      flatten=False, dynamic_img_pad=True)
         n_pos = pos_grid[0] * pos_grid[1] + (1 if self.pos_embed_has_cls else 0)
         self.pos_embed = nn.Parameter(torch.zeros(1, n_pos, self.embed_dims))
         self.tokenizer_norm = nn.LayerNorm(self.embed_dims, eps=norm_eps) \
@@ -622,4 +567,4 @@ def _check_out_indices(out_indices: Union[int, Sequence[int]], num_layers: int) 
 
 
 __all__ = ['ADDPViTDet', 'ADDPDenseViTBase', 'ADDPWindowBlock', 'ADDPRelPosAttention',
-           'ADDPPatchEmbed', 'decomposed_rel_pos_bias']
+           'decomposed_rel_pos_bias']

@@ -37,28 +37,12 @@ from mmpretrain.models.selfsup import BaseSelfSupervisor
 from mmpretrain.registry import MODELS
 from torch import Tensor, nn
 
-from addp_mm.models.layers import Block, MlmLayer, init_linear_layernorm, to_2tuple
+from addp_mm.models.layers import (Block, MlmLayer, PatchEmbed, init_linear_layernorm,
+                                  to_2tuple)
 from addp_mm.models.utils.performance import PRESETS, configure_performance
 from addp_mm.models.utils.pixels import IMAGENET_MEAN, IMAGENET_STD, unit_rgb_preprocessor
 from addp_mm.registry import register_model
 from .mask_schedule import ADDPMaskSampler
-
-
-
-
-class _PatchEmbed(nn.Module):
-    """Non-overlapping patch embedding (``proj`` = conv k=s=patch, with bias)."""
-
-    def __init__(self, patch_size: Tuple[int, int], in_channels: int, embed_dims: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_channels, embed_dims, kernel_size=patch_size,
-                              stride=patch_size, bias=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        # [B, C, H, W] -> [B, h*w, D]
-        return self.proj(x).flatten(2).transpose(1, 2)
-
-
 
 
 class ADDPViT(BaseModule):
@@ -115,7 +99,8 @@ class ADDPViT(BaseModule):
         self.embed_dims = embed_dims
         self.num_layers = num_layers
 
-        self.patch_embed = _PatchEmbed(self.patch_size, in_channels, embed_dims)
+        # conv k=s=patch with bias: [B, C, H, W] -> [B, h*w, D]
+        self.patch_embed = PatchEmbed(self.img_size, self.patch_size, in_channels, embed_dims)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dims))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches + 1, embed_dims))
         self.tokenizer_norm = nn.LayerNorm(embed_dims, eps=1e-6)
