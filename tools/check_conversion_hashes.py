@@ -11,7 +11,7 @@ Covered: ``tools/model_converters/addp_to_mm.py`` on the official ADDP file,
 the VQGAN and MAGE converters on their official files, the full ADDP model
 loaded from the converted file, and the downstream encoders
 (``ADDPVisionTransformer`` with and without the pretraining norms, with a
-resized position table, ``ADDPViTDet``) loaded from the official and the
+resized position table as the segmentation encoder, ``ADDPViTDet``) loaded from the official and the
 converted files. Encoder tensors are also hashed without their names (sorted
 hashes per encoder), so a renamed but equal tensor still matches.
 
@@ -65,11 +65,6 @@ def _encoders(tmp: str, addp_file: str, converted: str) -> Dict[str, Callable]:
         return ADDPViTDet(arch=det_arch, img_size=size * 2, pretrain_img_size=size,
                           patch_size=patch, window_size=2, pretrained=path, **kw)
 
-    def seg(path):
-        from addp_mm.models.backbones import ADDPViTSeg
-        return ADDPViTSeg(arch=det_arch, img_size=size * 2, patch_size=patch,
-                          out_indices=(0, a['depth'] - 1), pretrained=path)
-
     return {
         'vit_official': lambda: vit(addp_file),
         'vit_converted_norms': lambda: vit(converted, use_tokenizer_norm=True, final_norm=True),
@@ -78,7 +73,8 @@ def _encoders(tmp: str, addp_file: str, converted: str) -> Dict[str, Callable]:
         'vit_init_cfg': lambda: ADDPVisionTransformer(
             arch=arch, img_size=size, patch_size=patch,
             init_cfg=dict(type='Pretrained', checkpoint=converted)),
-        'seg_featmap_official': lambda: seg(addp_file),
+        'seg_featmap_official': lambda: vit(addp_file, img_size=size * 2, out_type='featmap',
+                                            out_indices=(0, a['depth'] - 1)),
         'vitdet_official': lambda: det(addp_file),
         'vitdet_converted_tokenizer_norm': lambda: det(converted, use_tokenizer_norm=True),
     }
@@ -108,8 +104,7 @@ def collect() -> Dict[str, Dict[str, str]]:
             enc = build()
             enc.init_weights()
             # only the loaded tensors: freshly initialised ones depend on the init order
-            report = getattr(enc, 'pretrained_report', None) or getattr(enc, 'load_report')
-            loaded = set(report['loaded'])
+            loaded = set(enc.pretrained_report['loaded'])
             out['encoder_' + name] = dict(
                 sorted_hashes=sorted(tensor_hash(v) for k, v in enc.state_dict().items()
                                      if k in loaded))

@@ -104,15 +104,16 @@ def test_load_addp_checkpoint_every_key_accounted(tmp_path, fmt):
     m = ADDPViTDet(arch=TINY, img_size=128, pretrain_img_size=64, window_size=3,
                    global_attn_indexes=(1, 3), pretrained=path)
     m.init_weights()
-    rep = m.load_report
+    rep = m.pretrained_report
     own = set(m.state_dict())
     # every checkpoint key is loaded or deliberately unused; every model key is loaded
     # or a documented fresh parameter
-    assert set(rep['loaded']) | set(rep['ignored']) == set(sd)
-    assert set(rep['ignored']) == {'cls_token', 'norm.weight', 'norm.bias',
-                                   'tokenizer_norm.weight', 'tokenizer_norm.bias'}
-    assert set(rep['loaded']) | set(rep['initialized']) == own
-    assert all('rel_pos' in k for k in rep['initialized'])
+    ignored = {k for k, _ in rep['ignored']}
+    assert set(rep['loaded']) | ignored == set(sd)
+    assert ignored == {'cls_token', 'norm.weight', 'norm.bias',
+                       'tokenizer_norm.weight', 'tokenizer_norm.bias'}
+    assert set(rep['loaded']) | set(rep['fresh']) == own
+    assert rep['fresh'] and all('rel_pos' in k for k in rep['fresh'])
     msd = m.state_dict()
     for k in rep['loaded']:
         if k != 'pos_embed':
@@ -131,7 +132,7 @@ def test_load_resizes_pos_embed_and_keeps_tokenizer_norm(tmp_path):
     expect = resize_pos_embed(sd['pos_embed'][:, 1:], (4, 4), (6, 6), 'bicubic', 0)
     assert torch.allclose(m.pos_embed.data, expect, atol=1e-6)
     assert torch.equal(m.tokenizer_norm.weight.data, sd['tokenizer_norm.weight'])
-    assert 'tokenizer_norm.weight' in m.load_report['loaded']
+    assert 'tokenizer_norm.weight' in m.pretrained_report['loaded']
 
 
 def test_embed_dim_mismatch_is_a_clear_error(tmp_path):

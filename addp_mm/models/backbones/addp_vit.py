@@ -1,4 +1,7 @@
-"""ADDP encoder as an mmpretrain ``VisionTransformer`` for downstream tasks.
+"""ADDP encoder as an mmpretrain ``VisionTransformer`` for classification and
+semantic segmentation (``out_type='featmap'`` with ``out_indices`` gives the
+stride-16 maps that mmseg's ``Feature2Pyramid`` + ``UPerHead`` take, the
+MAE/BEiT UperNet protocol).
 
 References:
     * ADDP: Learning General Representations for Image Recognition and
@@ -8,7 +11,7 @@ References:
     * MAE (https://arxiv.org/abs/2111.06377) for the fine-tuning and linear
       probing protocols, and timm's ``vision_transformer.py``.
 
-The pretraining encoder of ADDP (``addp_mm.models.selfsup.ADDPViT``) is a
+The pretraining encoder of ADDP (``addp_mm.models.backbones.ADDPViT``) is a
 plain pre-LN ViT with two extra LayerNorms: ``tokenizer_norm`` on the 257
 input tokens (after the position embedding, before block 0) and the final
 ``norm``. The released fine-tuning model keeps neither: it loads the
@@ -21,38 +24,15 @@ norms on request (``use_tokenizer_norm=True, final_norm=True``).
 import math
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from mmengine.logging import MMLogger
 from mmpretrain.models.backbones import VisionTransformer
-from mmpretrain.models.utils import resize_pos_embed
-from torch import Tensor
 
-from addp_mm.models.utils.encoder_weights import (encoder_state_dict_from,
-                                                  timm_vit_to_mmpretrain)
+from addp_mm.models.utils.encoder_checkpoint import (EncoderLayout, fit_pos_embed,
+                                                     load_encoder_checkpoint,
+                                                     resolve_pretrained, timm_vit_to_mmpretrain)
+from addp_mm.models.utils.out_indices import check_out_indices
 from addp_mm.registry import register_model_everywhere
-from addp_mm.utils.checkpoint import (CheckpointError, load_external_state_dict,
-                                      load_state_dict_strict)
 
 __all__ = ['ADDPVisionTransformer']
-
-
-def _split_pretrained_init_cfg(init_cfg: Union[dict, List[dict], None]
-                               ) -> Tuple[Optional[dict], Union[dict, List[dict], None]]:
-    """Take the ``type='Pretrained'`` entry out of an ``init_cfg``.
-
-    Returns:
-        tuple: ``(pretrained_cfg or None, remaining init_cfg)``.
-    """
-    if init_cfg is None:
-        return None, None
-    cfgs = [init_cfg] if isinstance(init_cfg, dict) else list(init_cfg)
-    pretrained = [c for c in cfgs if c.get('type') == 'Pretrained']
-    rest = [c for c in cfgs if c.get('type') != 'Pretrained']
-    if len(pretrained) > 1:
-        raise ValueError('init_cfg holds more than one `Pretrained` entry; keep one.')
-    rest_cfg: Union[dict, List[dict], None] = rest if rest else None
-    if isinstance(init_cfg, dict) and rest_cfg is not None:
-        rest_cfg = rest_cfg[0]
-    return (dict(pretrained[0]) if pretrained else None), rest_cfg
 
 
 @register_model_everywhere
@@ -64,7 +44,9 @@ class ADDPVisionTransformer(VisionTransformer):
     ``out_type``, pos-embed interpolation in ``forward``). What it adds:
 
     * **Loading** in :meth:`init_weights` (never in ``__init__``) from
-      ``pretrained=`` or ``init_cfg=dict(type='Pretrained', checkpoint=...)``:
+      ``pretrained=`` or ``init_cfg=dict(type='Pretrained', checkpoint=...)``
+      (also inside an ``init_cfg`` list), through
+      :mod:`addp_mm.models.utils.encoder_checkpoint`:
       our pretraining checkpoints (``state_dict`` with ``backbone.*`` keys),
       converted or official ADDP releases (``{'model': {...}}`` with timm
       names) and official fine-tuning files. Files are read with
@@ -139,21 +121,16 @@ class ADDPVisionTransformer(VisionTransformer):
                 'ADDPVisionTransformer does not take `pre_norm` (mmpretrain\'s pre_norm also '
                 'drops the patch-embed bias); use `use_tokenizer_norm=True` to apply the '
                 'pretraining tokenizer_norm before the blocks.')
-        pretrained_cfg, rest_init_cfg = _split_pretrained_init_cfg(init_cfg)
-        if pretrained_cfg is not None and pretrained is not None:
-            raise ValueError('give the checkpoint either as `pretrained=` or as '
-                             "init_cfg=dict(type='Pretrained', ...), not both.")
-        if pretrained_cfg is not None:
-            unknown = set(pretrained_cfg) - {'type', 'checkpoint', 'prefix', 'map_location'}
-            if unknown:
-                raise ValueError(f'unsupported keys {sorted(unknown)} in the Pretrained init_cfg '
-                                 'of ADDPVisionTransformer (supported: checkpoint, prefix).')
-            pretrained = pretrained_cfg.get('checkpoint')
+        pretrained, prefix, rest_init_cfg = resolve_pretrained(pretrained, init_cfg,
+                                                               type(self).__name__)
         if pretrained_patch_resolution is not None:
             pretrained_patch_resolution = tuple(int(s) for s in pretrained_patch_resolution)
             if len(pretrained_patch_resolution) != 2:
                 raise ValueError('pretrained_patch_resolution must be (rows, cols), got '
                                  f'{pretrained_patch_resolution}')
+        if 'out_indices' in kwargs:  # a clear error instead of mmpretrain's assertion
+            kwargs['out_indices'] = list(check_out_indices(
+                kwargs['out_indices'], self._arch_num_layers(arch)))
 
         patch_cfg = dict(kwargs.pop('patch_cfg', None) or {})
         patch_cfg.setdefault('bias', True)  # ADDP's patch embedding has a bias
@@ -169,9 +146,18 @@ class ADDPVisionTransformer(VisionTransformer):
             **kwargs)
         self.use_tokenizer_norm = use_tokenizer_norm
         self.pretrained = pretrained
-        self.pretrained_prefix = (pretrained_cfg or {}).get('prefix', None)
+        self.pretrained_prefix = prefix
         self.pretrained_patch_resolution = pretrained_patch_resolution
         self.pretrained_report: Optional[Dict[str, list]] = None
+
+    @classmethod
+    def _arch_num_layers(cls, arch: Union[str, dict]) -> int:
+        if isinstance(arch, str):
+            settings = cls.arch_zoo.get(arch.lower())
+            if settings is None:
+                raise ValueError(f'unknown arch {arch!r}; choose from {sorted(cls.arch_zoo)}')
+            return int(settings['num_layers'])
+        return int(arch['num_layers'])
 
     # ------------------------------------------------------------------ init
     def init_weights(self) -> None:
@@ -180,6 +166,22 @@ class ADDPVisionTransformer(VisionTransformer):
         super().init_weights()
         if self.pretrained and not already_initialised:
             self.load_pretrained(self.pretrained, prefix=self.pretrained_prefix)
+
+    def encoder_layout(self) -> EncoderLayout:
+        """What this backbone takes from an ADDP encoder checkpoint."""
+        return EncoderLayout(
+            embed_dims=self.embed_dims,
+            num_layers=self.num_layers,
+            patch_size=tuple(self.patch_embed.projection.kernel_size),
+            grid=tuple(self.patch_resolution),
+            cls_token=self.with_cls_token,
+            tokenizer_norm=self.use_tokenizer_norm,
+            final_norm=self.final_norm,
+            fresh=lambda k: k.startswith('ln2.'),
+            rename=timm_vit_to_mmpretrain,
+            pretrained_grid=self.pretrained_patch_resolution,
+            interpolate_mode=self.interpolate_mode,
+            fresh_reason='fc_norm of the average-pooling head')
 
     def load_pretrained(self, path: str, prefix: Optional[str] = None) -> Dict[str, list]:
         """Load ADDP encoder weights from ``path`` into this backbone.
@@ -191,140 +193,26 @@ class ADDPVisionTransformer(VisionTransformer):
 
         Returns:
             dict: ``loaded`` (mmpretrain key names), ``ignored`` (timm names of
-            encoder keys deliberately not used, with the reason) and
+            encoder keys deliberately not used, with the reason),
             ``not_encoder`` (count of the other keys of the file per top-level
-            name). Also stored in :attr:`pretrained_report`.
-
-        Raises:
-            CheckpointError: No encoder weights in the file, a norm requested
-                by the options is missing, keys or shapes do not match the
-                arch, or the pos-embed cannot be resized.
+            name) and ``fresh``; see
+            :func:`~addp_mm.models.utils.encoder_checkpoint.load_encoder_state_dict`.
+            Also stored in :attr:`pretrained_report`.
         """
-        raw = load_external_state_dict(path)
-        source = repr(path)
-        if prefix and prefix != 'backbone.':
-            if not any(k.startswith(prefix) for k in raw):
-                raise CheckpointError(f'no key of {source} starts with prefix {prefix!r}.')
-            raw = {k[len(prefix):]: v for k, v in raw.items() if k.startswith(prefix)}
-        enc = encoder_state_dict_from(raw, source=source)
-
-        ignored: List[Tuple[str, str]] = []
-        if not self.use_tokenizer_norm:
-            for k in [k for k in enc if k.startswith('tokenizer_norm.')]:
-                enc.pop(k)
-                ignored.append((k, 'use_tokenizer_norm=False (reference fine-tuning drops it)'))
-        elif 'tokenizer_norm.weight' not in enc:
-            raise CheckpointError(
-                f'{source} has no `tokenizer_norm.*` (e.g. it is a fine-tuned model), but '
-                'use_tokenizer_norm=True asks for it. Set use_tokenizer_norm=False.')
-        if not self.final_norm:
-            for k in [k for k in enc if k.startswith('norm.')]:
-                enc.pop(k)
-                ignored.append((k, 'final_norm=False (reference fine-tuning drops it)'))
-        elif 'norm.weight' not in enc:
-            raise CheckpointError(
-                f'{source} has no final `norm.*` (e.g. it is a fine-tuned model), but '
-                'final_norm=True asks for it. Set final_norm=False.')
-
-        has_cls_row = 'cls_token' in enc  # the ADDP encoder's pos_embed has a cls row
-        if not self.with_cls_token and has_cls_row:
-            enc.pop('cls_token')
-            ignored.append(('cls_token', 'with_cls_token=False (its pos-embed row is dropped too)'))
-
-        sd = timm_vit_to_mmpretrain(enc)
-        sd['pos_embed'] = self._resize_ckpt_pos_embed(sd['pos_embed'], source, has_cls_row)
-        # Fresh (not pretrained) parameters keep their initial values; the
-        # strict check then catches any other missing, surplus or mis-shaped key.
-        own = self.state_dict()
-        fresh = [k for k in own if k.startswith('ln2.')]
-        full = dict(sd)
-        full.update({k: own[k] for k in fresh})
-        load_state_dict_strict(self, full, source)
-
-        # Account for every key of the file.
-        encoder_names = set(encoder_state_dict_from(raw, source=source))
-        rest = [k for k in raw if k not in encoder_names
-                and not (k.startswith('backbone.') and k[len('backbone.'):] in encoder_names)]
-        not_encoder: Dict[str, int] = {}
-        for k in rest:
-            parts = k.split('.')
-            top = 'backbone.' + parts[1] if parts[0] == 'backbone' else parts[0]
-            not_encoder[top] = not_encoder.get(top, 0) + 1
-        report = dict(loaded=sorted(sd), ignored=ignored, not_encoder=not_encoder, fresh=fresh)
-        self.pretrained_report = report
-
-        logger = MMLogger.get_current_instance()
-        logger.info(
-            f'ADDPVisionTransformer: loaded {len(sd)} encoder tensors from {source}: '
-            f'{", ".join(sorted(sd))}.')
-        for k, why in ignored:
-            logger.info(f'ADDPVisionTransformer: ignored `{k}`: {why}.')
-        if not_encoder:
-            logger.info('ADDPVisionTransformer: not encoder weights, ignored: ' + ', '.join(
-                f'{t}.* ({n})' for t, n in sorted(not_encoder.items())) + '.')
-        if fresh:
-            logger.info(f'ADDPVisionTransformer: freshly initialised: {", ".join(fresh)} '
-                        '(fc_norm of the average-pooling head).')
-        return report
-
-    # -------------------------------------------------------------- pos-embed
-    def _resize_ckpt_pos_embed(self, pos_embed: Tensor, source: str,
-                               has_cls_row: Optional[bool] = None) -> Tensor:
-        """Resize a checkpoint pos-embed ``[1, (cls)+h*w, C]`` to this model's grid.
-
-        Args:
-            pos_embed (Tensor): The checkpoint's table.
-            source (str): Name of the checkpoint, for messages.
-            has_cls_row (bool, optional): Whether row 0 belongs to the cls token.
-                None guesses it (a model with a cls token expects one; otherwise
-                a row count of model+1 or square+1 means a cls row).
-                Defaults to None.
-        """
-        if pos_embed.ndim != 3 or pos_embed.shape[0] != 1:
-            raise CheckpointError(f'pos_embed of {source} has shape {tuple(pos_embed.shape)}; '
-                                  'expected [1, tokens, channels].')
-        if not self.with_cls_token:
-            rows = pos_embed.shape[1]
-            if has_cls_row is None:
-                has_cls_row = (rows == self.pos_embed.shape[1] + 1 or (
-                    math.isqrt(rows - 1)**2 == rows - 1 and math.isqrt(rows)**2 != rows))
-            if has_cls_row:
-                pos_embed = pos_embed[:, 1:]  # drop the cls row of a model without cls token
-        if pos_embed.shape == self.pos_embed.shape:
-            return pos_embed
-        if pos_embed.shape[2] != self.pos_embed.shape[2]:
-            raise CheckpointError(
-                f'pos_embed of {source} has width {pos_embed.shape[2]} but the model has '
-                f'embed_dims={self.pos_embed.shape[2]}; pick the matching arch.')
-        num_patches = pos_embed.shape[1] - self.num_extra_tokens
-        if self.pretrained_patch_resolution is not None:
-            src_hw = self.pretrained_patch_resolution
-            if src_hw[0] * src_hw[1] != num_patches:
-                raise CheckpointError(
-                    f'pretrained_patch_resolution={src_hw} gives {src_hw[0] * src_hw[1]} '
-                    f'positions but the pos_embed of {source} has {num_patches} (+ '
-                    f'{self.num_extra_tokens} cls); fix pretrained_patch_resolution.')
-        else:
-            side = math.isqrt(max(num_patches, 0))
-            if side * side != num_patches or num_patches == 0:
-                raise CheckpointError(
-                    f'cannot resize the pos_embed of {source}: its {num_patches} patch positions '
-                    'do not form a square grid, so the (rows, cols) layout is unknown. Pass '
-                    '`pretrained_patch_resolution=(rows, cols)` to the backbone, or use the '
-                    f'pretraining input size (model grid {tuple(self.patch_resolution)}).')
-            src_hw = (side, side)
-        dst_hw = tuple(self.patch_resolution)
-        MMLogger.get_current_instance().info(
-            f'ADDPVisionTransformer: resize pos_embed of {source} from grid {src_hw} to '
-            f'{dst_hw} ({self.interpolate_mode}).')
-        return resize_pos_embed(pos_embed.float(), src_hw, dst_hw, self.interpolate_mode,
-                                self.num_extra_tokens).to(pos_embed.dtype)
+        self.pretrained_report = load_encoder_checkpoint(self, path, self.encoder_layout(),
+                                                         prefix=prefix)
+        return self.pretrained_report
 
     def _prepare_pos_embed(self, state_dict, prefix, *args, **kwargs) -> None:
         """State-dict pre-hook: resize a foreign-grid pos-embed with clear errors."""
         name = prefix + 'pos_embed'
         if name in state_dict and state_dict[name].shape != self.pos_embed.shape:
-            state_dict[name] = self._resize_ckpt_pos_embed(state_dict[name], 'the state dict')
+            rows = state_dict[name].shape[1]
+            # a model without cls token may be given a table with a cls row
+            has_cls_row = self.with_cls_token or rows == self.pos_embed.shape[1] + 1 or (
+                math.isqrt(rows - 1)**2 == rows - 1 and math.isqrt(rows)**2 != rows)
+            state_dict[name] = fit_pos_embed(state_dict[name], has_cls_row,
+                                             self.encoder_layout(), 'the state dict')
 
     # ---------------------------------------------------------- layer decay
     def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
