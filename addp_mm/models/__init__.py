@@ -1,1 +1,1 @@
-from . import backbones, generation, layers, necks, selfsup, tokenizers, utils  # noqa: F401
+from . import backbones, generation, heads, layers, necks, selfsup, tokenizers, utils  # noqa: F401

@@ -46,7 +46,8 @@ model = dict(
     neck=dict(
         type='ADDPDecoder', in_channels=768, embed_dims=768, num_layers=8, num_heads=16,
         mlp_ratio=4., drop_rate=0.1, attn_drop_rate=0.1, num_classes=num_classes),
-    head=dict(type='ADDPLossHead', label_smoothing=0.1),
+    head=dict(type='ADDPLossHead',
+              loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')),
     tokenizer=dict(
         type='VQGANTokenizer', ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=256,
         num_embeddings=num_codes, embed_dim=256, checkpoint=tokenizer_checkpoint),

@@ -32,7 +32,8 @@ model = dict(
     neck=dict(
         type='ADDPDecoder', in_channels=32, embed_dims=32, num_layers=2, num_heads=2, mlp_ratio=4.,
         drop_rate=0.1, attn_drop_rate=0.1, num_classes=num_classes),
-    head=dict(type='ADDPLossHead', label_smoothing=0.1),
+    head=dict(type='ADDPLossHead',
+              loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')),
     tokenizer=dict(
         type='VQGANTokenizer', ch=8, ch_mult=(1, 1, 1, 1), num_res_blocks=1, z_channels=32,
         norm_num_groups=4,

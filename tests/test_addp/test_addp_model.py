@@ -288,3 +288,26 @@ def test_frozen_aware_constructor_same_groups_one_log_line(tiny):
     assert len(default_warn) == n_frozen > 50
     assert ours_warn == []
     assert any(f'{n_frozen} frozen parameter tensors' in r.getMessage() for r in ours_logs)
+
+
+def test_loss_head_is_label_smoothed_soft_cross_entropy_bitwise():
+    """The head's registry loss (mmpretrain LabelSmoothLoss, mode='original') gives
+    the tensors of the reference's ``F.cross_entropy(..., label_smoothing=0.1)``
+    averaged over the masked positions: loss and gradient, bit for bit."""
+    import torch.nn.functional as F
+    head = MODELS.build(dict(type='ADDPLossHead'))
+    g = torch.Generator().manual_seed(0)
+    B, N, V, K = 2, 9, 37, 24
+    logits = (torch.randn(B, N, V, generator=g) * 3).requires_grad_()
+    target = torch.softmax(torch.randn(B, N, K, generator=g) * 2, -1)
+    mask = (torch.rand(B, N, generator=g) < 0.6).float()
+    loss = head.loss(logits, target, mask)
+    per_pos = F.cross_entropy(logits.reshape(B * N, V), F.pad(target, (0, V - K)).reshape(B * N, V),
+                              reduction='none', label_smoothing=0.1)
+    ref = (per_pos * mask.reshape(-1)).sum() / mask.sum()
+    assert torch.equal(loss, ref)
+    grad, = torch.autograd.grad(loss, logits)
+    ref_grad, = torch.autograd.grad(ref, logits)
+    assert torch.equal(grad, ref_grad)
+    # unmasked positions do not enter; no masked position gives 0, not NaN
+    assert head.loss(logits, target, torch.zeros(B, N)).item() == 0.

@@ -67,6 +67,7 @@ class ToyADDP(nn.Module):
         super().__init__()
         self.tokenizer = ToyTokenizer(K=K)
         self.neck = ToyNeck(grid * grid, K)
+        self.num_tokens, self.num_codes = grid * grid, K
         self.enc = nn.Conv2d(3, 8, 4, stride=4)
         self.calls = dict(encoder=0, decode=0)
 
