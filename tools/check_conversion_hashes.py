@@ -85,7 +85,7 @@ def collect() -> Dict[str, Dict[str, str]]:
     from tokenizer_testlib import official_mage_sd, official_vqgan_sd
 
     import addp_mm  # noqa: F401
-    from addp_mm.models.tokenizers.mage_predictor import convert_mage_state_dict
+    from addp_mm.models.target_generators.mage_predictor import convert_mage_state_dict
     from addp_mm.models.tokenizers.vqgan import convert_vqgan_state_dict
     out: Dict[str, Dict[str, str]] = {}
     sd = load_fixture()['state_dict']['addp']

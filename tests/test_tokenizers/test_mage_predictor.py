@@ -7,9 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from addp_mm.models.tokenizers import MAGETokenPredictor, VQGANTokenizer
-from addp_mm.models.tokenizers.mage_predictor import (MAGE_UNUSED_KEYS, MAGE_UNUSED_PREFIXES,
-                                                      convert_mage_state_dict)
+from addp_mm.models.target_generators import MAGETokenPredictor
+from addp_mm.models.target_generators.mage_predictor import (MAGE_UNUSED_KEYS,
+                                                             MAGE_UNUSED_PREFIXES,
+                                                             convert_mage_state_dict)
+from addp_mm.models.tokenizers import VQGANTokenizer
 from addp_mm.utils.checkpoint import CheckpointError
 from tokenizer_testlib import (CONFIG_DIR, load_fixture, official_mage_sd, official_vqgan_sd,
                                random_state_dict, read_key_listing, tiny_mage_kwargs,
