@@ -311,3 +311,24 @@ def test_loss_head_is_label_smoothed_soft_cross_entropy_bitwise():
     assert torch.equal(grad, ref_grad)
     # unmasked positions do not enter; no masked position gives 0, not NaN
     assert head.loss(logits, target, torch.zeros(B, N)).item() == 0.
+
+
+def test_pixel_encoder_pretrained_init_cfg_goes_through_the_key_accounting(tmp_path):
+    """``ADDPViT(init_cfg=dict(type='Pretrained', ...))`` reads an official release
+    with the shared encoder reader: every encoder tensor loaded, the rest counted."""
+    from addp_test_utils import load_fixture
+    fx = load_fixture()
+    a = fx['meta']['config']['addp']
+    sd = fx['state_dict']['addp']
+    path = str(tmp_path / 'official.pth')
+    torch.save({'model': dict(sd)}, path)
+    enc = MODELS.build(dict(type='ADDPViT', img_size=a['img_size'], patch_size=a['patch_size'],
+                            embed_dims=a['embed_dim'], num_layers=a['depth'],
+                            num_heads=a['num_heads'], mlp_ratio=a['mlp_ratio'],
+                            init_cfg=[dict(type='Pretrained', checkpoint=path)]))
+    enc.init_weights()
+    rep = enc.pretrained_report
+    assert set(rep['loaded']) == set(enc.state_dict()) and rep['ignored'] == []
+    assert rep['not_encoder']['vqgan'] > 0 and rep['not_encoder']['token_predictor'] > 0
+    assert len(rep['loaded']) + sum(rep['not_encoder'].values()) == len(sd)
+    assert all(torch.equal(v, sd[k]) for k, v in enc.state_dict().items())

@@ -5,13 +5,15 @@ The downstream encoders are :class:`~addp_mm.models.backbones.ADDPVisionTransfor
 (classification, segmentation) and :class:`~addp_mm.models.backbones.ADDPViTDet`
 (detection); both read this encoder's weights.
 """
-from typing import Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import torch
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from addp_mm.models.layers import Block, PatchEmbed, init_linear_layernorm, to_2tuple
+from addp_mm.models.utils.encoder_checkpoint import (EncoderLayout, load_encoder_checkpoint,
+                                                     resolve_pretrained)
 from addp_mm.registry import register_model
 
 
@@ -42,7 +44,11 @@ class ADDPViT(BaseModule):
         norm_eps (float): LayerNorm epsilon. Defaults to 1e-6.
         use_sdpa (bool): Fused attention kernels (numerically not bit-equal
             to the reference's fp32-logit path). Defaults to False.
-        init_cfg (dict, optional): mmengine init config. Defaults to None.
+        init_cfg (dict | list[dict], optional): mmengine init config. A
+            ``type='Pretrained'`` entry (``checkpoint``, optional ``prefix``)
+            loads the encoder of any supported checkpoint through
+            :mod:`addp_mm.models.utils.encoder_checkpoint` (every key
+            accounted for, :attr:`pretrained_report`). Defaults to None.
     """
 
     def __init__(self,
@@ -59,8 +65,11 @@ class ADDPViT(BaseModule):
                  drop_path_rate: float = 0.,
                  norm_eps: float = 1e-6,
                  use_sdpa: bool = False,
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Union[dict, List[dict], None] = None) -> None:
+        pretrained, prefix, init_cfg = resolve_pretrained(None, init_cfg, type(self).__name__)
         super().__init__(init_cfg=init_cfg)
+        self.pretrained, self.pretrained_prefix = pretrained, prefix
+        self.pretrained_report: Optional[dict] = None
         self.img_size = to_2tuple(img_size)
         self.patch_size = to_2tuple(patch_size)
         if self.img_size[0] % self.patch_size[0] or self.img_size[1] % self.patch_size[1]:
@@ -84,9 +93,15 @@ class ADDPViT(BaseModule):
         self.norm = nn.LayerNorm(embed_dims, eps=norm_eps)
 
     def init_weights(self) -> None:
-        """Reference init unless a ``Pretrained`` init_cfg is given."""
+        """Reference init, or the encoder of the ``Pretrained`` init_cfg."""
         super().init_weights()
-        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
+        if self.pretrained:
+            self.pretrained_report = load_encoder_checkpoint(
+                self, self.pretrained, EncoderLayout(
+                    embed_dims=self.embed_dims, num_layers=self.num_layers,
+                    patch_size=self.patch_size, grid=self.grid_size, cls_token=True,
+                    tokenizer_norm=True, final_norm=True, fresh=lambda k: False),
+                prefix=self.pretrained_prefix)
             return
         nn.init.normal_(self.pos_embed, std=.02)
         nn.init.normal_(self.cls_token, std=.02)
