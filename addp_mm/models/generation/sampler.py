@@ -33,44 +33,10 @@ from torch import Tensor, nn
 
 from addp_mm.registry import register_model
 from .schedule import (SCHEDULES, TEMPERATURE_STRATEGIES, choice_temperature_at, make_generators,
-                       num_masked_after_step, remask_by_confidence, sample_tokens)
+                       num_masked_after_step, region_to_token_mask, remask_by_confidence,
+                       sample_tokens)
 
 __all__ = ['AlternatingDenoisingSampler', 'region_to_token_mask']
-
-
-def region_to_token_mask(region: Tensor, grid_hw: Sequence[int]) -> Tensor:
-    """Turn a region into a token mask (1 = regenerate).
-
-    Args:
-        region (Tensor): Either a token mask ``[B, h*w]`` / ``[B, h, w]`` or a
-            pixel mask ``[B, H, W]`` / ``[B, 1, H, W]`` (any non-zero = inside
-            the region). A token is regenerated when any pixel of its patch is
-            inside the region.
-        grid_hw (Sequence[int]): Token grid ``(h, w)``.
-
-    Returns:
-        Tensor: Bool ``[B, h*w]``.
-    """
-    h, w = grid_hw
-    region = torch.as_tensor(region)
-    if region.ndim == 4:
-        if region.shape[1] != 1:
-            raise ValueError(f'pixel region mask must be [B,1,H,W], got {tuple(region.shape)}')
-        region = region[:, 0]
-    if region.ndim == 2:
-        if region.shape[1] != h * w:
-            raise ValueError(f'token region mask has {region.shape[1]} positions, the grid has {h * w}')
-        return region.bool()
-    if region.ndim != 3:
-        raise ValueError('region mask must be [B,N], [B,h,w], [B,H,W] or [B,1,H,W]; '
-                         f'got {tuple(region.shape)}')
-    if tuple(region.shape[1:]) == (h, w):
-        return region.reshape(region.shape[0], -1).bool()
-    H, W = region.shape[1:]
-    if H % h or W % w:
-        raise ValueError(f'pixel mask {H}x{W} is not a multiple of the token grid {h}x{w}')
-    pooled = F.max_pool2d(region.float()[:, None].ne(0).float(), kernel_size=(H // h, W // w))
-    return pooled.reshape(region.shape[0], -1).bool()
 
 
 @register_model
