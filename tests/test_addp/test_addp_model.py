@@ -332,3 +332,29 @@ def test_pixel_encoder_pretrained_init_cfg_goes_through_the_key_accounting(tmp_p
     assert rep['not_encoder']['vqgan'] > 0 and rep['not_encoder']['token_predictor'] > 0
     assert len(rep['loaded']) + sum(rep['not_encoder'].values()) == len(sd)
     assert all(torch.equal(v, sd[k]) for k, v in enc.state_dict().items())
+
+
+def test_blocks_are_timm_layers_with_the_reference_attention_path():
+    """timm's Block / Mlp / DropPath with the reference's parameter names; under
+    autocast the attention logits and softmax stay in float32 (reference
+    ``models_addp.py``), unlike timm's own non-fused path."""
+    import timm.layers
+    import timm.models.vision_transformer as tvit
+
+    from addp_mm.models.layers import Attention, Block
+    blk = Block(16, 2, drop_path=0.1)
+    assert isinstance(blk, tvit.Block) and isinstance(blk.attn, Attention)
+    assert isinstance(blk.mlp, timm.layers.Mlp) and isinstance(blk.drop_path1, timm.layers.DropPath)
+    assert sorted(blk.state_dict()) == sorted(
+        f'{m}.{p}' for m in ('norm1', 'attn.qkv', 'attn.proj', 'norm2', 'mlp.fc1', 'mlp.fc2')
+        for p in ('weight', 'bias'))
+    attn = blk.attn.eval()
+    x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(0))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        got = attn(x)
+        q, k, v = attn.qkv_heads(x)  # bf16 under autocast
+    logits = (q.float() @ k.float().transpose(-2, -1)) * attn.scale
+    probs = (logits - logits.amax(-1, keepdim=True)).softmax(-1)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        ref = attn.proj(((probs.to(v.dtype) @ v).transpose(1, 2)).reshape(2, 5, 16))
+    assert torch.equal(got, ref)
