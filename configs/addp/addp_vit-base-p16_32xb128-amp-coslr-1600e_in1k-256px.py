@@ -1,4 +1,5 @@
-# ADDP ViT-B/16 pretraining, official recipe (reference ``configs/release/base/pretrain_*.sh``): ImageNet-1k, 256 px,
+# ADDP ViT-B/16 pretraining, official recipe (reference
+# ``configs/release/base/pretrain_*.sh``): ImageNet-1k, 256 px,
 # 1600 epochs, total batch 4096 (32 GPUs x 128), AdamW (0.9, 0.95),
 # lr 1.6e-3 @ 4096, wd 0.05, 40 warm-up epochs, cosine, grad clip 3.0, AMP.
 #

@@ -1,4 +1,5 @@
-# ADDP ViT-L/16 pretraining, official recipe (reference ``configs/release/large/pretrain_*.sh``): as ViT-B but with a
+# ADDP ViT-L/16 pretraining, official recipe (reference
+# ``configs/release/large/pretrain_*.sh``): as ViT-B but with a
 # 1024-wide, 24-block encoder, a 1024-wide decoder (8 blocks, 16 heads), the
 # MAGE ViT-L predictor, and 800 epochs.
 _base_ = ['./addp_vit-base-p16_32xb128-amp-coslr-1600e_in1k-256px.py']

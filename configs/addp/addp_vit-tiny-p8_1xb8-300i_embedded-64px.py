@@ -10,7 +10,8 @@
 tokenizer_checkpoint = 'checkpoints/addp_tiny/vqgan_tiny.pth'
 predictor_checkpoint = 'checkpoints/addp_tiny/mage_tiny.pth'
 data_root = 'data/embedded_photos'
-# deterministic teacher for the demo (the release behaviour is True, reference ``engine_pretrain.py``)
+# deterministic teacher for the demo (the release behaviour is True,
+# reference ``engine_pretrain.py``)
 predictor_train_dropout = False
 
 custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)

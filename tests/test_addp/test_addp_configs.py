@@ -1,4 +1,5 @@
-"""The official-recipe configs: values of the recipe (reference ``configs/release/*/pretrain_*.sh``) and the data
+"""The official-recipe configs: values of the recipe (reference
+``configs/release/*/pretrain_*.sh``) and the data
 pipeline in both ImageNet layouts (class folders / meta-list file)."""
 import os.path as osp
 

@@ -25,7 +25,8 @@ def test_grid_and_weights_match_spec():
     torch.testing.assert_close(s.probs, pdf / pdf.sum(), rtol=1e-12, atol=1e-15)
     counts = [s.num_masked(x, 256) for x in r]
     assert counts[0] == 131 and counts[-1] == 256
-    # numbers computed from the reference's schedule: E[#masked at t] = 191.3, E[#masked at t+1] ~ 198.4,
+    # numbers computed from the reference's schedule: E[#masked at t] = 191.3,
+    # E[#masked at t+1] ~ 198.4,
     # P(t+1 fully masked) ~ 2.3%
     c = torch.tensor(counts, dtype=torch.float64)
     assert abs((s.probs * c).sum().item() - 191.3) < 0.05

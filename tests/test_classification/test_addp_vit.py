@@ -269,7 +269,8 @@ def test_init_cfg_list_goes_through_the_key_accounting(fx, official_ckpt):
     det.init_weights()
     assert {k for k, _ in det.pretrained_report['ignored']} == {
         'cls_token', 'norm.weight', 'norm.bias', 'tokenizer_norm.weight', 'tokenizer_norm.bias'}
-    assert torch.equal(det.blocks[1].mlp.fc2.weight, fx['state_dict']['addp']['blocks.1.mlp.fc2.weight'])
+    assert torch.equal(det.blocks[1].mlp.fc2.weight,
+                       fx['state_dict']['addp']['blocks.1.mlp.fc2.weight'])
 
 
 def test_linear_probe_freezing(fx, official_ckpt):

@@ -53,7 +53,8 @@ def test_full_size_configs_and_syncbn_reverts_when_not_distributed(tmp_path):
     for name, decay, idx in (('base', 0.65, (3, 5, 7, 11)),
                              ('large', 0.95, (7, 11, 15, 23))):
         cfg = Config.fromfile(SEG_B.replace('base', name))
-        assert cfg.model.backbone.type == 'ADDPVisionTransformer' and cfg.model.backbone.arch == name[0]
+        assert cfg.model.backbone.type == 'ADDPVisionTransformer'
+        assert cfg.model.backbone.arch == name[0]
         assert tuple(cfg.model.backbone.out_indices) == idx
         assert cfg.optim_wrapper.paramwise_cfg.layer_decay_rate == decay
         assert cfg.optim_wrapper.optimizer.lr == 1e-4

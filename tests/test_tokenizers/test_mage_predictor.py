@@ -239,7 +239,8 @@ def test_official_sizes_from_configs_load_release_layout(cfg_name, listing, file
         ['cls_token', 'pos_embed', 'mask_token', 'decoder_pos_embed', 'patch_embed.proj.weight',
          'patch_embed.proj.bias', 'decoder_pred.weight', 'decoder_pred.bias'])
     assert len(converted) + len(dropped) == len(rows)
-    # parameter counts of the reference ``token_predictor.py`` at B / L (file without its vqgan copy)
+    # parameter counts of the reference ``token_predictor.py`` at B / L (file without
+    # its vqgan copy)
     numel = sum(v.numel() for k, v in sd.items() if not k.startswith('vqgan.')
                 and not k.endswith('position_ids'))
     assert abs(numel / 1e6 - own_params_m) < 0.05

@@ -91,10 +91,12 @@ class VQGANTrainer(BaseModel):
         codebook_weight (float): Weight of the codebook loss. Defaults to 1.
         commitment_weight (float): Weight ``beta`` of the commitment loss.
             Defaults to 0.25.
-        perceptual_loss (dict, optional): :class:`~addp_mm.models.losses.VQGANPerceptualLoss` config
+        perceptual_loss (dict, optional):
+            :class:`~addp_mm.models.losses.VQGANPerceptualLoss` config
             (``checkpoint`` = local VGG16 weights). Defaults to None (off).
         perceptual_weight (float): Its weight. Defaults to 1.
-        discriminator (dict, optional): :class:`~addp_mm.models.losses.VQGANPatchDiscriminator` config;
+        discriminator (dict, optional):
+            :class:`~addp_mm.models.losses.VQGANPatchDiscriminator` config;
             enables the adversarial loss, which needs the
             ``VQGANMultiOptimWrapperConstructor`` (keys ``tokenizer`` and
             ``discriminator``). Defaults to None (off).
