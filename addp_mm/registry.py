@@ -40,6 +40,14 @@ def register_model_everywhere(cls: Type) -> Type:
     return cls
 
 
+def register_alias_in_dense_codebases(cls: Type, name: str) -> None:
+    """Make an mmpretrain module (e.g. ``LN2d``) buildable by ``name`` under
+    mmdet's and mmseg's default scopes; a name they already have is kept."""
+    for reg in _extra_registries('MODELS'):
+        if name not in reg.module_dict:
+            reg.register_module(name=name, module=cls)
+
+
 def register_optim_constructor_everywhere(cls: Type) -> Type:
     """Register an optimizer-wrapper constructor in all three codebases."""
     PRETRAIN_OPTIM_CONSTRUCTORS.register_module(module=cls)
@@ -48,5 +56,5 @@ def register_optim_constructor_everywhere(cls: Type) -> Type:
     return cls
 
 
-__all__ = ['register_model', 'register_model_everywhere',
+__all__ = ['register_model', 'register_model_everywhere', 'register_alias_in_dense_codebases',
            'register_optim_constructor_everywhere']

@@ -226,23 +226,24 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
     """Make ``--launcher pytorch`` work on machines without CUDA.
 
     mmengine's ``init_dist`` calls ``torch.cuda.set_device`` and its Runner
-    always gives DDP ``device_ids``. Without CUDA we start a gloo process group
-    ourselves (the Runner then skips ``init_dist``) and use the
-    ``CPUDistributedDataParallel`` wrapper registered by ``addp_mm``.
+    gives DDP ``device_ids=[LOCAL_RANK]``, which CPU modules reject. Without
+    CUDA we start a gloo process group ourselves (the Runner then skips
+    ``init_dist``) and set ``model_wrapper_cfg`` to mmengine's
+    ``MMDistributedDataParallel`` with ``device_ids=None`` (the Runner only
+    fills in arguments the config does not give).
     """
     import torch
     import torch.distributed as dist
     if launcher != 'pytorch' or torch.cuda.is_available():
         return
-    import addp_mm.engine.dist  # noqa: F401  (registers the wrapper)
     if not dist.is_initialized():
         dist.init_process_group(backend='gloo')
     cfg.setdefault('env_cfg', ConfigDict())
     cfg.env_cfg.setdefault('dist_cfg', ConfigDict())
     cfg.env_cfg.dist_cfg['backend'] = 'gloo'
     wrapper = dict(cfg.get('model_wrapper_cfg') or {})
-    if wrapper.get('type', 'MMDistributedDataParallel') in ('MMDistributedDataParallel',
-                                                            'CPUDistributedDataParallel'):
-        wrapper['type'] = 'CPUDistributedDataParallel'
+    if wrapper.get('type', 'MMDistributedDataParallel') == 'MMDistributedDataParallel':
+        wrapper.update(type='MMDistributedDataParallel', device_ids=None)
+        wrapper.pop('output_device', None)
         wrapper.setdefault('broadcast_buffers', False)
         cfg.model_wrapper_cfg = wrapper

@@ -1,7 +1,7 @@
 """FID / Inception Score between image folders or precomputed statistics.
 
 Same arithmetic and feature network as ``fidelity --isc --fid`` (torch-fidelity,
-the paper's protocol, spec §2.2), with the Inception-v3 weights read from a
+the reference's protocol), with the Inception-v3 weights read from a
 local file::
 
     # reference statistics once (the 50k 256x256 ImageNet-val PNGs)

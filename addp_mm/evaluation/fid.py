@@ -1,4 +1,5 @@
-"""FID and Inception Score for ADDP's unconditional generation (spec §2.2).
+"""FID and Inception Score for ADDP's unconditional generation (the reference's
+protocol: torch-fidelity ``--isc --fid`` against the 50k ImageNet-val images at 256 px).
 
 The paper's numbers come from ``fidelity --isc --fid --input1 GEN --input2 VAL256``
 (torch-fidelity): Inception-v3 pool features (2048-d) for FID, the unbiased

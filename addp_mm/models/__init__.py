@@ -1,1 +1,2 @@
-from . import backbones, generation, layers, necks, selfsup, tokenizers, utils  # noqa: F401
+from . import (backbones, generation, heads, layers, losses, necks, selfsup,  # noqa: F401
+               target_generators, tokenizers, utils)

@@ -1,4 +1,5 @@
-# ADDP ViT-B/16 pretraining, official recipe (spec §4.1): ImageNet-1k, 256 px,
+# ADDP ViT-B/16 pretraining, official recipe (reference
+# ``configs/release/base/pretrain_*.sh``): ImageNet-1k, 256 px,
 # 1600 epochs, total batch 4096 (32 GPUs x 128), AdamW (0.9, 0.95),
 # lr 1.6e-3 @ 4096, wd 0.05, 40 warm-up epochs, cosine, grad clip 3.0, AMP.
 #
@@ -21,7 +22,8 @@ data_root = 'data/imagenet/'
 train_prefix = 'train'
 train_ann_file = ''
 # True reproduces the release: the frozen predictor's dropout is active while it
-# produces x_t and the target (spec §1.9.3). False = deterministic teacher.
+# produces x_t and the target (reference ``engine_pretrain.py`` trains in
+# ``model.train(True)``). False = deterministic teacher.
 predictor_train_dropout = True
 
 # ------------------------------------------------------------------- model
@@ -46,7 +48,8 @@ model = dict(
     neck=dict(
         type='ADDPDecoder', in_channels=768, embed_dims=768, num_layers=8, num_heads=16,
         mlp_ratio=4., drop_rate=0.1, attn_drop_rate=0.1, num_classes=num_classes),
-    head=dict(type='ADDPLossHead', label_smoothing=0.1),
+    head=dict(type='ADDPLossHead',
+              loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')),
     tokenizer=dict(
         type='VQGANTokenizer', ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=256,
         num_embeddings=num_codes, embed_dim=256, checkpoint=tokenizer_checkpoint),
@@ -92,7 +95,7 @@ optim_wrapper = dict(
     clip_grad=dict(max_norm=3.0),
     # timm param_groups_weight_decay: no decay on 1-D params (norms, biases)
     # and on `*.bias` (incl. mlm_layer.bias [1,1,V]); cls_token, mask_token,
-    # every position table and token_emb ARE decayed (spec §1.7).
+    # every position table and token_emb ARE decayed (reference ``main_pretrain.py``).
     # same groups as mmengine's default constructor, without a warning per frozen tensor
     constructor='ADDPFrozenAwareOptimWrapperConstructor',
     paramwise_cfg=dict(norm_decay_mult=0., bias_decay_mult=0., flat_decay_mult=0.))

@@ -1,4 +1,5 @@
-# ADDP ViT-L/16 pretraining, official recipe (spec §4.1): as ViT-B but with a
+# ADDP ViT-L/16 pretraining, official recipe (reference
+# ``configs/release/large/pretrain_*.sh``): as ViT-B but with a
 # 1024-wide, 24-block encoder, a 1024-wide decoder (8 blocks, 16 heads), the
 # MAGE ViT-L predictor, and 800 epochs.
 # Run first: download vqgan_jax_strongaug.ckpt and mage-vitl-1600.pth into checkpoints/ and put ImageNet under data/imagenet/ (README: External checkpoints)

@@ -11,7 +11,8 @@
 tokenizer_checkpoint = 'checkpoints/addp_tiny/vqgan_tiny.pth'
 predictor_checkpoint = 'checkpoints/addp_tiny/mage_tiny.pth'
 data_root = 'data/embedded_photos'
-# deterministic teacher for the demo (the release behaviour is True, spec §1.9.3)
+# deterministic teacher for the demo (the release behaviour is True,
+# reference ``engine_pretrain.py``)
 predictor_train_dropout = False
 
 custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
@@ -33,7 +34,8 @@ model = dict(
     neck=dict(
         type='ADDPDecoder', in_channels=32, embed_dims=32, num_layers=2, num_heads=2, mlp_ratio=4.,
         drop_rate=0.1, attn_drop_rate=0.1, num_classes=num_classes),
-    head=dict(type='ADDPLossHead', label_smoothing=0.1),
+    head=dict(type='ADDPLossHead',
+              loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')),
     tokenizer=dict(
         type='VQGANTokenizer', ch=8, ch_mult=(1, 1, 1, 1), num_res_blocks=1, z_channels=32,
         norm_num_groups=4,

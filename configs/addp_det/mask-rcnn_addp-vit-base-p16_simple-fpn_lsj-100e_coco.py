@@ -19,7 +19,7 @@ custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
 # an official fine-tuning file. Download it yourself and put the local path here.
 pretrained = 'checkpoints/addp-vit-base-16.pth'
 
-norm_cfg = dict(type='ADDPLN2d', requires_grad=True)
+norm_cfg = dict(type='LN2d', requires_grad=True)  # mmpretrain's LayerNorm2d
 image_size = (1024, 1024)
 batch_augments = [dict(type='BatchFixedSizePad', size=image_size, pad_mask=True)]
 

@@ -7,7 +7,7 @@ _base_ = ['./mask-rcnn_addp-vit-base-p16_simple-fpn_lsj-100e_coco.py']
 data_root = 'data/tiny_coco/'  # tests override this with --cfg-options
 classes = ('box', 'disk')
 image_size = (128, 128)
-norm_cfg = dict(type='ADDPLN2d', requires_grad=True)
+norm_cfg = dict(type='LN2d', requires_grad=True)  # mmpretrain's LayerNorm2d
 
 model = dict(
     data_preprocessor=dict(

@@ -1,4 +1,4 @@
-# ADDP ViT-B/16 unconditional generation on ImageNet 256x256 (spec §2, release
+# ADDP ViT-B/16 unconditional generation on ImageNet 256x256 (reference ``main_generate.py``, release
 # generate_addp_base_steps20.sh): 20 alternating-denoising steps, cosine mask
 # schedule, choice temperature 6.0 annealed linearly to 0, token temperature 1,
 # no top-p, total batch 64. Paper: FID 8.9 / IS 95.3 (50k samples vs the 50k

@@ -1,7 +1,7 @@
 # ADDP ViT-L/16 unconditional generation on ImageNet 256x256 (release
 # generate_addp_large_steps20.sh): 20 cosine steps, choice temperature 6.0
 # (linear annealing), total batch 64. README: FID 7.6 / IS 105.1 (which of the
-# two ViT-L schedules gave it is not stated, spec §2.1).
+# two ViT-L schedules gave it is not stated in the reference).
 #
 # CKPT: the official addp-vit-large-16.pth converted with
 # tools/model_converters/addp_to_mm.py, or our ViT-L pretraining checkpoint.

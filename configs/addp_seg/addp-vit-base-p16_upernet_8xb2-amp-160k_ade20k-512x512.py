@@ -32,12 +32,12 @@ model = dict(
     pretrained=None,
     backbone=dict(
         _delete_=True,
-        type='ADDPViTSeg',
+        type='ADDPVisionTransformer',
         arch='b',
         img_size=crop_size,
         patch_size=16,
+        out_type='featmap',  # stride-16 maps of the blocks below, cls token dropped
         out_indices=(3, 5, 7, 11),
-        use_rel_pos=False,  # mmseg MAE protocol; set True for MAE-paper-style rel pos bias
         drop_path_rate=0.1,
         pretrained=pretrained),
     neck=dict(embed_dim=768, rescales=[4, 2, 1, 0.5], norm_cfg=norm_cfg),

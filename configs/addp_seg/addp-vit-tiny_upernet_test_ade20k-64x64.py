@@ -1,4 +1,4 @@
-# Tiny CPU config used by the tests: a 4-block, 32-wide ADDPViTSeg, UperNet
+# Tiny CPU config used by the tests: a 4-block, 32-wide ADDP ViT, UperNet
 # with 16 channels, 64x64 crops, plain BN, a few iterations on a tiny
 # ADE20k-format folder (images/ + annotations/ PNGs). Not a recipe.
 # Run first: nothing writes data/tiny_ade/: the tests generate it (write_tiny_ade in tests/test_segmentation/addp_seg_helpers.py) and pass --cfg-options *.dataset.data_root=...; for a standalone run use configs/demo/addp-vit-tiny-p4_upernet_1xb8-200i_synthetic-ade-64px.py
@@ -10,10 +10,10 @@ norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
     data_preprocessor=dict(size=crop_size),
     backbone=dict(
-        arch=dict(_delete_=True, embed_dims=32, num_layers=4, num_heads=2, mlp_ratio=2.),
+        arch=dict(_delete_=True, embed_dims=32, num_layers=4, num_heads=2,
+                  feedforward_channels=64),
         img_size=crop_size,
         out_indices=(0, 1, 2, 3),
-        use_rel_pos=True,
         drop_path_rate=0.1,
         pretrained=None),
     neck=dict(embed_dim=32, norm_cfg=norm_cfg),

@@ -1,5 +1,5 @@
 # Drop-in example: take mmseg's stock UperNet R-50 ADE20k config and swap ONLY
-# the backbone (ADDPViTSeg), adding the Feature2Pyramid neck a plain ViT needs
+# the backbone (ADDPVisionTransformer with feature-map outputs), adding the Feature2Pyramid neck a plain ViT needs
 # (its four outputs share stride 16; UperNet wants strides 4/8/16/32) and the
 # matching head widths. Data, schedule and heads are mmseg's unchanged. For the
 # MAE/BEiT-style recipe see addp-vit-base-p16_upernet_8xb2-amp-160k_ade20k-512x512.py.
@@ -17,9 +17,11 @@ model = dict(
     pretrained=None,
     backbone=dict(
         _delete_=True,
-        type='ADDPViTSeg',
+        type='ADDPVisionTransformer',
         arch='b',
         img_size=(512, 512),
+        patch_size=16,
+        out_type='featmap',  # stride-16 maps of the blocks below, cls token dropped
         out_indices=(3, 5, 7, 11),
         drop_path_rate=0.1,
         pretrained=pretrained),

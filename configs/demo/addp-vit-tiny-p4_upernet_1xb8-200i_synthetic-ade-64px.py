@@ -29,11 +29,11 @@ norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
     data_preprocessor=dict(size=crop_size),
     backbone=dict(
-        arch=dict(_delete_=True, embed_dims=embed_dims, num_layers=4, num_heads=4, mlp_ratio=4.),
+        arch=dict(_delete_=True, embed_dims=embed_dims, num_layers=4, num_heads=4,
+                  feedforward_channels=4 * embed_dims),
         img_size=crop_size,
         patch_size=4,
         out_indices=(0, 1, 2, 3),
-        use_rel_pos=False,
         drop_path_rate=0.1,
         pretrained=pretrained),
     neck=dict(embed_dim=embed_dims, rescales=[2, 1, 0.5, 0.25], norm_cfg=norm_cfg),

@@ -54,7 +54,7 @@ model = dict(
         num_codes=num_codes, num_classes=num_classes, num_tokens=num_tokens, embed_dims=64,
         depth=2, num_heads=4, decoder_embed_dims=64, decoder_depth=2, decoder_num_heads=4,
         mlp_ratio=4., fake_class_id=num_codes, checkpoint=predictor_checkpoint),
-    # generation settings used by tools/sample.py (spec §2.1 at toy scale)
+    # generation settings used by tools/sample.py (the reference's sampler at toy scale)
     sampler=dict(type='AlternatingDenoisingSampler', num_steps=8, schedule='cosine',
                  choice_temperature=3.0))
 

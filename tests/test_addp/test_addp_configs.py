@@ -1,4 +1,5 @@
-"""The official-recipe configs: values of the recipe (spec §4.1) and the data
+"""The official-recipe configs: values of the recipe (reference
+``configs/release/*/pretrain_*.sh``) and the data
 pipeline in both ImageNet layouts (class folders / meta-list file)."""
 import os.path as osp
 
@@ -26,7 +27,8 @@ def test_official_recipe_values(path, epochs, dims, tp_dims, tp_depth):
     assert m.token_predictor.checkpoint.endswith(f'mage-vit{"b" if dims == 768 else "l"}-1600.pth')
     assert m.tokenizer.checkpoint.endswith('vqgan_jax_strongaug.ckpt')
     assert m.data_preprocessor.mean == [0., 0., 0.] and m.data_preprocessor.std == [255.] * 3
-    assert m.head.label_smoothing == 0.1
+    # ADDP's soft-target loss: mmpretrain's LabelSmoothLoss
+    assert m.head.loss == dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')
     ms = m.mask_sampler
     assert (ms.ratio_min, ms.ratio_max, ms.ratio_mu, ms.ratio_std, ms.max_offset) == \
         (0.5, 1.0, 0.55, 0.25, 5)

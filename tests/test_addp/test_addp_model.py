@@ -127,7 +127,8 @@ def test_optimizer_groups_weight_decay_and_no_frozen_state(tiny):
     for group in wrapper.optimizer.param_groups:
         for p in group['params']:
             wd[id2name[id(p)]] = group['weight_decay']
-    # spec §1.7: decay on ndim > 1 except *.bias (mlm_layer.bias is [1,1,V])
+    # reference ``main_pretrain.py`` (timm param_groups_weight_decay): decay on
+    # ndim > 1 except *.bias (mlm_layer.bias is [1,1,V])
     for name in ('backbone.cls_token', 'backbone.pos_embed', 'backbone.patch_embed.proj.weight',
                  'backbone.blocks.0.attn.qkv.weight', 'neck.mask_token', 'neck.token_emb.weight',
                  'neck.decoder_pos_embed_learned', 'neck.decoder_pos_mask_embed',
@@ -287,3 +288,73 @@ def test_frozen_aware_constructor_same_groups_one_log_line(tiny):
     assert len(default_warn) == n_frozen > 50
     assert ours_warn == []
     assert any(f'{n_frozen} frozen parameter tensors' in r.getMessage() for r in ours_logs)
+
+
+def test_loss_head_is_label_smoothed_soft_cross_entropy_bitwise():
+    """The head's registry loss (mmpretrain LabelSmoothLoss, mode='original') gives
+    the tensors of the reference's ``F.cross_entropy(..., label_smoothing=0.1)``
+    averaged over the masked positions: loss and gradient, bit for bit."""
+    import torch.nn.functional as F
+    head = MODELS.build(dict(type='ADDPLossHead'))
+    g = torch.Generator().manual_seed(0)
+    B, N, V, K = 2, 9, 37, 24
+    logits = (torch.randn(B, N, V, generator=g) * 3).requires_grad_()
+    target = torch.softmax(torch.randn(B, N, K, generator=g) * 2, -1)
+    mask = (torch.rand(B, N, generator=g) < 0.6).float()
+    loss = head.loss(logits, target, mask)
+    per_pos = F.cross_entropy(logits.reshape(B * N, V), F.pad(target, (0, V - K)).reshape(B * N, V),
+                              reduction='none', label_smoothing=0.1)
+    ref = (per_pos * mask.reshape(-1)).sum() / mask.sum()
+    assert torch.equal(loss, ref)
+    grad, = torch.autograd.grad(loss, logits)
+    ref_grad, = torch.autograd.grad(ref, logits)
+    assert torch.equal(grad, ref_grad)
+    # unmasked positions do not enter; no masked position gives 0, not NaN
+    assert head.loss(logits, target, torch.zeros(B, N)).item() == 0.
+
+
+def test_pixel_encoder_pretrained_init_cfg_goes_through_the_key_accounting(tmp_path):
+    """``ADDPViT(init_cfg=dict(type='Pretrained', ...))`` reads an official release
+    with the shared encoder reader: every encoder tensor loaded, the rest counted."""
+    from addp_test_utils import load_fixture
+    fx = load_fixture()
+    a = fx['meta']['config']['addp']
+    sd = fx['state_dict']['addp']
+    path = str(tmp_path / 'official.pth')
+    torch.save({'model': dict(sd)}, path)
+    enc = MODELS.build(dict(type='ADDPViT', img_size=a['img_size'], patch_size=a['patch_size'],
+                            embed_dims=a['embed_dim'], num_layers=a['depth'],
+                            num_heads=a['num_heads'], mlp_ratio=a['mlp_ratio'],
+                            init_cfg=[dict(type='Pretrained', checkpoint=path)]))
+    enc.init_weights()
+    rep = enc.pretrained_report
+    assert set(rep['loaded']) == set(enc.state_dict()) and rep['ignored'] == []
+    assert rep['not_encoder']['vqgan'] > 0 and rep['not_encoder']['token_predictor'] > 0
+    assert len(rep['loaded']) + sum(rep['not_encoder'].values()) == len(sd)
+    assert all(torch.equal(v, sd[k]) for k, v in enc.state_dict().items())
+
+
+def test_blocks_are_timm_layers_with_the_reference_attention_path():
+    """timm's Block / Mlp / DropPath with the reference's parameter names; under
+    autocast the attention logits and softmax stay in float32 (reference
+    ``models_addp.py``), unlike timm's own non-fused path."""
+    import timm.layers
+    import timm.models.vision_transformer as tvit
+
+    from addp_mm.models.layers import Attention, Block
+    blk = Block(16, 2, drop_path=0.1)
+    assert isinstance(blk, tvit.Block) and isinstance(blk.attn, Attention)
+    assert isinstance(blk.mlp, timm.layers.Mlp) and isinstance(blk.drop_path1, timm.layers.DropPath)
+    assert sorted(blk.state_dict()) == sorted(
+        f'{m}.{p}' for m in ('norm1', 'attn.qkv', 'attn.proj', 'norm2', 'mlp.fc1', 'mlp.fc2')
+        for p in ('weight', 'bias'))
+    attn = blk.attn.eval()
+    x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(0))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        got = attn(x)
+        q, k, v = attn.qkv_heads(x)  # bf16 under autocast
+    logits = (q.float() @ k.float().transpose(-2, -1)) * attn.scale
+    probs = (logits - logits.amax(-1, keepdim=True)).softmax(-1)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        ref = attn.proj(((probs.to(v.dtype) @ v).transpose(1, 2)).reshape(2, 5, 16))
+    assert torch.equal(got, ref)

@@ -1,4 +1,4 @@
-"""ADDP's mask schedule (spec §1.2)."""
+"""ADDP's mask schedule (reference ``models_addp.py::random_masking``)."""
 import math
 
 import pytest
@@ -25,7 +25,8 @@ def test_grid_and_weights_match_spec():
     torch.testing.assert_close(s.probs, pdf / pdf.sum(), rtol=1e-12, atol=1e-15)
     counts = [s.num_masked(x, 256) for x in r]
     assert counts[0] == 131 and counts[-1] == 256
-    # spec §1.2 numbers: E[#masked at t] = 191.3, E[#masked at t+1] ~ 198.4,
+    # numbers computed from the reference's schedule: E[#masked at t] = 191.3,
+    # E[#masked at t+1] ~ 198.4,
     # P(t+1 fully masked) ~ 2.3%
     c = torch.tensor(counts, dtype=torch.float64)
     assert abs((s.probs * c).sum().item() - 191.3) < 0.05
@@ -38,9 +39,9 @@ def test_grid_and_weights_match_spec():
             top += s.probs[i].item() / 5 * (j == 65)
             full += s.probs[i].item() / 5 * (counts[j] == 256)
     assert abs((s.probs * nxt).sum().item() - 198.4) < 0.1
-    # the spec's "P(t+1 fully masked) ~ 2.3%" is the probability of the top grid
-    # point; with ceil() the 5 highest grid ratios all give 256 masked tokens,
-    # so t+1 is fully masked in ~4.6% of the batches (and t in ~2.8%)
+    # "P(t+1 fully masked) ~ 2.3%" (from the reference's schedule) is the
+    # probability of the top grid point; with ceil() the 5 highest grid ratios
+    # all give 256 masked tokens, so t+1 is fully masked in ~4.6% of the batches (and t in ~2.8%)
     assert abs(top - 0.023) < 0.001
     assert counts[-5:] == [256] * 5 and counts[-6] == 255
     assert abs(full - 0.0462) < 0.001

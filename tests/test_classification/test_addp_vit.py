@@ -227,7 +227,7 @@ def test_error_non_square_pos_embed(fx, tmp_path):
 
 def test_error_mismatches(fx, official_ckpt, tmp_path):
     # the file has 2 blocks, the model 3
-    with pytest.raises(CheckpointError, match='missing key'):
+    with pytest.raises(CheckpointError, match=r'2 transformer blocks.*num_layers=3'):
         _backbone(official_ckpt, arch=dict(TINY_ARCH, num_layers=3))
     # a fine-tuned file has no tokenizer_norm / norm
     addp = fx['state_dict']['addp']
@@ -245,6 +245,32 @@ def test_error_mismatches(fx, official_ckpt, tmp_path):
     with pytest.raises(ValueError, match='not both'):
         ADDPVisionTransformer(arch=TINY_ARCH, pretrained=path,
                               init_cfg=dict(type='Pretrained', checkpoint=path))
+
+
+def test_init_cfg_list_goes_through_the_key_accounting(fx, official_ckpt):
+    """A ``Pretrained`` entry inside an init_cfg list loads through the same
+    accounting as ``pretrained=`` (never through mmengine's PretrainedInit);
+    the other entries still run."""
+    from addp_mm.models.backbones import ADDPViTDet
+    init_cfg = [dict(type='Pretrained', checkpoint=official_ckpt),
+                dict(type='Constant', layer='LayerNorm', val=0.5, bias=0.)]
+    listed = ADDPVisionTransformer(arch=TINY_ARCH, img_size=256, patch_size=16,
+                                   init_cfg=init_cfg)
+    listed.init_weights()
+    direct = _backbone(official_ckpt)
+    assert listed.pretrained_report['loaded'] == direct.pretrained_report['loaded']
+    assert listed.pretrained_report['not_encoder'] == direct.pretrained_report['not_encoder']
+    for k, v in direct.state_dict().items():
+        if not k.startswith('ln2.'):
+            assert torch.equal(listed.state_dict()[k], v), k
+    assert torch.equal(listed.ln2.weight, torch.full((24, ), 0.5))  # the Constant entry ran
+    det = ADDPViTDet(arch=dict(embed_dims=24, num_layers=2, num_heads=4), img_size=512,
+                     pretrain_img_size=256, window_size=4, init_cfg=init_cfg[:1])
+    det.init_weights()
+    assert {k for k, _ in det.pretrained_report['ignored']} == {
+        'cls_token', 'norm.weight', 'norm.bias', 'tokenizer_norm.weight', 'tokenizer_norm.bias'}
+    assert torch.equal(det.blocks[1].mlp.fc2.weight,
+                       fx['state_dict']['addp']['blocks.1.mlp.fc2.weight'])
 
 
 def test_linear_probe_freezing(fx, official_ckpt):
@@ -286,8 +312,8 @@ def _listing(name):
 ])
 def test_real_size_checkpoint_keys_match(arch, width, pretrain, finetune):
     """Real ADDP-B/L release keys map one-to-one onto the backbone (shapes only)."""
-    from addp_mm.models.utils.encoder_weights import (encoder_state_dict_from,
-                                                      timm_vit_to_mmpretrain)
+    from addp_mm.models.utils.encoder_checkpoint import (encoder_state_dict_from,
+                                                         timm_vit_to_mmpretrain)
     from addp_mm.utils.checkpoint import check_state_dict
     with torch.device('meta'):
         ref = ADDPVisionTransformer(arch=arch, img_size=256)

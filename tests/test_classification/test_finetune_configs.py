@@ -124,7 +124,7 @@ def test_layer_decay_matches_mae_rule(path):
         assert group['lr'] == pytest.approx(base_lr * scale, rel=1e-12), name
         no_wd = group['params'][0].ndim == 1 or timm in ('cls_token', 'pos_embed')
         assert group['weight_decay'] == (0.0 if no_wd else 0.05), name
-    # the three the issue names, spelled out
+    # the three recipe values, spelled out
     assert groups['backbone.patch_embed.projection.weight']['lr'] == pytest.approx(
         base_lr * decay**(depth + 1))
     assert groups['backbone.layers.0.attn.qkv.weight']['lr'] == pytest.approx(

@@ -117,4 +117,5 @@ def test_addp_checkpoint_loads_into_transfer_and_dense_backbones(chain):
         bb_cfg = dict(cfg(name).model.backbone, pretrained=chain['addp'])
         bb = registry.build(bb_cfg)
         bb.init_weights()
-        assert torch.equal(bb.blocks[3].mlp.fc2.weight, enc['blocks.3.mlp.fc2.weight']), name
+        fc2 = bb.blocks[3].mlp.fc2 if hasattr(bb, 'blocks') else bb.layers[3].ffn.layers[1]
+        assert torch.equal(fc2.weight, enc['blocks.3.mlp.fc2.weight']), name

@@ -42,7 +42,7 @@ def test_truncnorm_ratio_matches_mage_distribution():
     g = torch.Generator().manual_seed(0)
     r = np.array([sample_truncnorm_ratio(0.55, 0.25, 0.5, 1.0, g) for _ in range(4000)])
     assert r.min() >= 0.5 and r.max() <= 1.0
-    # analytic mean of N(0.55, 0.25^2) truncated to [0.5, 1] (ADDP_SPEC §1.2: 0.694)
+    # analytic mean of N(0.55, 0.25^2) truncated to [0.5, 1] (MAGE's mask-ratio distribution: 0.694)
     from scipy.stats import truncnorm
     a, b = (0.5 - 0.55) / 0.25, (1.0 - 0.55) / 0.25
     assert r.mean() == pytest.approx(truncnorm.mean(a, b, loc=0.55, scale=0.25), abs=0.01)

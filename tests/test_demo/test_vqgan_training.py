@@ -8,8 +8,9 @@ import pytest
 import torch
 
 import addp_mm  # noqa: F401
-from addp_mm.models.selfsup.vqgan_training import (VQGANMultiOptimWrapperConstructor,
-                                                   VQGANTrainer, hinge_d_loss, vq_losses)
+from addp_mm.engine.optimizers import VQGANMultiOptimWrapperConstructor
+from addp_mm.models.losses import hinge_d_loss, vq_losses
+from addp_mm.models.selfsup import VQGANTrainer
 from addp_mm.testing import save_runner_checkpoint
 from addp_mm.utils.checkpoint import CheckpointError
 from mmpretrain.registry import MODELS

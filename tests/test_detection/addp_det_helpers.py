@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
-# On the shared 2-core CI box, more than one intra-op thread per process makes
+# On a machine with few cores, more than one intra-op thread per process makes
 # small convolutions ~100x slower (spinning OpenMP threads); tools run with 1.
 _TOOL_ENV = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
 

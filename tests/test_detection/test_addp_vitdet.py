@@ -104,15 +104,16 @@ def test_load_addp_checkpoint_every_key_accounted(tmp_path, fmt):
     m = ADDPViTDet(arch=TINY, img_size=128, pretrain_img_size=64, window_size=3,
                    global_attn_indexes=(1, 3), pretrained=path)
     m.init_weights()
-    rep = m.load_report
+    rep = m.pretrained_report
     own = set(m.state_dict())
     # every checkpoint key is loaded or deliberately unused; every model key is loaded
     # or a documented fresh parameter
-    assert set(rep['loaded']) | set(rep['ignored']) == set(sd)
-    assert set(rep['ignored']) == {'cls_token', 'norm.weight', 'norm.bias',
-                                   'tokenizer_norm.weight', 'tokenizer_norm.bias'}
-    assert set(rep['loaded']) | set(rep['initialized']) == own
-    assert all('rel_pos' in k for k in rep['initialized'])
+    ignored = {k for k, _ in rep['ignored']}
+    assert set(rep['loaded']) | ignored == set(sd)
+    assert ignored == {'cls_token', 'norm.weight', 'norm.bias',
+                       'tokenizer_norm.weight', 'tokenizer_norm.bias'}
+    assert set(rep['loaded']) | set(rep['fresh']) == own
+    assert rep['fresh'] and all('rel_pos' in k for k in rep['fresh'])
     msd = m.state_dict()
     for k in rep['loaded']:
         if k != 'pos_embed':
@@ -131,7 +132,7 @@ def test_load_resizes_pos_embed_and_keeps_tokenizer_norm(tmp_path):
     expect = resize_pos_embed(sd['pos_embed'][:, 1:], (4, 4), (6, 6), 'bicubic', 0)
     assert torch.allclose(m.pos_embed.data, expect, atol=1e-6)
     assert torch.equal(m.tokenizer_norm.weight.data, sd['tokenizer_norm.weight'])
-    assert 'tokenizer_norm.weight' in m.load_report['loaded']
+    assert 'tokenizer_norm.weight' in m.pretrained_report['loaded']
 
 
 def test_embed_dim_mismatch_is_a_clear_error(tmp_path):
@@ -175,12 +176,12 @@ def test_real_size_archs_build_lazily():
     D = 768
     block = 4 * D + (3 * D * D + 3 * D) + (D * D + D) + 2 * (4 * D * D) + 4 * D + D
     # patch embed + 16x16 pos embed (no cls row) + 12 blocks; the ADDP encoder's
-    # 85.85M (spec 3.1) adds cls token, cls pos row, tokenizer_norm and norm (5 x 768)
+    # 85.85M (ADDP-B encoder) adds cls token, cls pos row, tokenizer_norm and norm (5 x 768)
     assert n == (D * 3 * 256 + D) + 256 * D + 12 * block
     assert n + 5 * D == pytest.approx(85.85e6, abs=0.01e6)
     assert b.global_attn_indexes == (2, 5, 8, 11)
     assert [blk.window_size for blk in b.blocks][:4] == [14, 14, 0, 14]
-    assert b.blocks[-1].drop_path.p == pytest.approx(0.1)
+    assert b.blocks[-1].drop_path1.drop_prob == pytest.approx(0.1)
 
 
 def test_layer_depth():

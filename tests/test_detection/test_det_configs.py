@@ -53,7 +53,6 @@ def test_real_base_checkpoint_keys_all_accounted():
     ADDPViTDet-B: encoder keys are used or documented-unused, the rest skipped."""
     import torch
     from addp_mm.models.backbones import ADDPViTDet
-    from addp_mm.models.utils.encoder_weights import encoder_state_dict_from
     sd = {}
     with open(osp.join(REPO, 'tests/data/checkpoint_keys/addp_vit_base_patch16.txt')) as f:
         for line in f:
@@ -62,11 +61,12 @@ def test_real_base_checkpoint_keys_all_accounted():
             sd[key] = torch.zeros(dims) if key.startswith(('blocks.', 'patch_embed', 'pos_embed',
                                                            'cls_token', 'norm.', 'tokenizer_norm'))\
                 else torch.zeros(1)
-    enc = encoder_state_dict_from(sd, 'addp_vit_base_patch16')
     m = ADDPViTDet(arch='b', img_size=1024)
-    rep = m.convert_encoder_state_dict(enc, 'addp_vit_base_patch16')
+    rep = m.load_encoder_state_dict(sd, 'addp_vit_base_patch16')
     assert len(rep['loaded']) == 12 * 12 + 2 + 1  # blocks, patch_embed.proj.{w,b}, pos_embed
-    assert set(rep['ignored']) == {'cls_token', 'norm.weight', 'norm.bias',
-                                   'tokenizer_norm.weight', 'tokenizer_norm.bias'}
-    assert set(rep['initialized']) == {f'blocks.{i}.attn.rel_pos_{a}' for i in range(12)
-                                       for a in 'hw'}
+    assert {k for k, _ in rep['ignored']} == {'cls_token', 'norm.weight', 'norm.bias',
+                                              'tokenizer_norm.weight', 'tokenizer_norm.bias'}
+    assert set(rep['fresh']) == {f'blocks.{i}.attn.rel_pos_{a}' for i in range(12)
+                                 for a in 'hw'}
+    # the other parts of the release (decoder, tokenizer, predictor) are counted
+    assert sum(rep['not_encoder'].values()) + len(rep['loaded']) + len(rep['ignored']) == len(sd)

@@ -43,7 +43,7 @@ def test_detector_layer_decay_rule():
     assert lr('neck.lateral_convs.0.0.weight') == pytest.approx(base_lr)
     assert lr('roi_head.bbox_head.fc_cls.weight') == pytest.approx(base_lr)
     assert lr('rpn_head.rpn_cls.weight') == pytest.approx(base_lr)
-    # weight decay: norms (incl. ADDPLN2d) and pos_embed get none, the rest 0.1
+    # weight decay: norms (incl. LN2d) and pos_embed get none, the rest 0.1
     wd = cfg.optim_wrapper.optimizer.weight_decay
     assert g['backbone.pos_embed']['weight_decay'] == 0.
     assert g['backbone.blocks.0.norm1.weight']['weight_decay'] == 0.

@@ -1,10 +1,11 @@
 """ADDPSimpleFPN: strides 4/8/16/32(/64) from a stride-16 map, exact values for
-identity weights, ADDPLN2d."""
+identity weights, mmpretrain's LN2d in mmdet configs."""
 import pytest
 import torch
 import torch.nn.functional as F
+from mmpretrain.models.utils.norm import LayerNorm2d
 
-from addp_mm.models.necks import ADDPLN2d, ADDPSimpleFPN
+from addp_mm.models.necks import ADDPSimpleFPN
 
 
 @pytest.mark.parametrize('hw', [(7, 11), (8, 8), (5, 3)])
@@ -50,7 +51,9 @@ def test_values_with_identity_convs():
 
 
 def test_ln2d_matches_layer_norm_over_channels():
-    ln = ADDPLN2d(6, eps=1e-6)
+    neck = ADDPSimpleFPN(backbone_channel=12, out_channels=6)
+    ln = neck.stages[0][1]  # the LN2d after the first deconvolution, eps 1e-6 (ViTDet)
+    assert isinstance(ln, LayerNorm2d) and ln.eps == 1e-6
     with torch.no_grad():
         ln.weight.normal_()
         ln.bias.normal_()
@@ -66,9 +69,9 @@ def test_bad_arguments_and_registration():
         ADDPSimpleFPN(backbone_channel=8)(torch.zeros(1, 4, 2, 2))
     from mmdet.registry import MODELS
     assert MODELS.get('ADDPSimpleFPN') is ADDPSimpleFPN
-    assert MODELS.get('ADDPLN2d') is ADDPLN2d
+    assert MODELS.get('LN2d') is LayerNorm2d
     from mmcv.cnn import build_norm_layer
     from mmengine.registry import DefaultScope
     with DefaultScope.overwrite_default_scope('mmdet'):
-        _, layer = build_norm_layer(dict(type='ADDPLN2d', requires_grad=True), 16)
-    assert isinstance(layer, ADDPLN2d) and layer.weight.requires_grad
+        name, layer = build_norm_layer(dict(type='LN2d', requires_grad=True), 16)
+    assert isinstance(layer, LayerNorm2d) and layer.weight.requires_grad and name == 'ln'

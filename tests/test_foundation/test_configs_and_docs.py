@@ -97,17 +97,19 @@ def test_seg_dropin_inherits_mmseg_and_clears_the_resnet_url():
     base = get_config('mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py')
     assert base.model.pretrained == 'open-mmlab://resnet50_v1c'
     assert cfg.model.pretrained is None
-    assert cfg.model.backbone.type == 'ADDPViTSeg' and cfg.model.neck.type == 'Feature2Pyramid'
+    assert cfg.model.backbone.type == 'ADDPVisionTransformer' and cfg.model.neck.type == 'Feature2Pyramid'
     assert cfg.train_cfg.max_iters == base.train_cfg.max_iters == 160000
     assert cfg.optim_wrapper.optimizer.lr == base.optim_wrapper.optimizer.lr
 
 
 def test_base_resnet_url_reaching_an_addp_backbone_is_explained():
-    """What the mmseg drop-in avoids: the base's URL would reach ADDPViTSeg."""
-    from addp_mm.models.backbones import ADDPViTSeg
+    """What the mmseg drop-in avoids: the base's URL would reach the ADDP backbone."""
+    from addp_mm.models.backbones import ADDPVisionTransformer
     from addp_mm.utils.checkpoint import CheckpointError
-    m = ADDPViTSeg(arch=dict(embed_dims=32, num_layers=2, num_heads=2, mlp_ratio=2.), img_size=64,
-                   out_indices=(1, ), pretrained='open-mmlab://resnet50_v1c')
+    m = ADDPVisionTransformer(
+        arch=dict(embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64), img_size=64,
+        patch_size=16, out_type='featmap', out_indices=(1, ),
+        pretrained='open-mmlab://resnet50_v1c')
     with pytest.raises(CheckpointError, match='remote name.*set it to None'):
         m.init_weights()
 
@@ -153,7 +155,7 @@ def test_seg_dropin_builds_and_runs_loss_and_predict():
     from mmseg.registry import MODELS
     from mmseg.structures import SegDataSample
     cfg = Config.fromfile(SEG_DROPIN)
-    _shrink_backbone(cfg, 32, layers=4)
+    cfg.model.backbone.arch = dict(embed_dims=32, num_layers=4, num_heads=2, feedforward_channels=64)
     cfg.model.backbone.update(img_size=64, out_indices=(0, 1, 2, 3))
     cfg.model.data_preprocessor.size = (64, 64)
     cfg.model.neck.embed_dim = 32

@@ -150,7 +150,7 @@ def test_safe_loader(hostile):
 
 
 def test_backbone_pretrained_and_pretrained_init(hostile):
-    from addp_mm.models.backbones import ADDPVisionTransformer, ADDPViTDet, ADDPViTSeg
+    from addp_mm.models.backbones import ADDPVisionTransformer, ADDPViTDet
     from addp_mm.utils.checkpoint import CheckpointError
     kind, path, marker = hostile
     arch = dict(embed_dims=24, num_layers=2, num_heads=4, feedforward_channels=96)
@@ -166,8 +166,8 @@ def test_backbone_pretrained_and_pretrained_init(hostile):
                            img_size=64, pretrain_img_size=32, window_size=2,
                            global_attn_indexes=(1, ),
                            init_cfg=dict(type='Pretrained', checkpoint=path)),
-        lambda: ADDPViTSeg(arch=dict(embed_dims=32, num_layers=2, num_heads=2, mlp_ratio=2.),
-                           img_size=64, out_indices=(1, ), pretrained=path),
+        lambda: ADDPVisionTransformer(arch=arch, img_size=32, patch_size=16, out_type='featmap',
+                                      out_indices=(1, ), pretrained=path),
     ]
     for build in builds:
         model = build()
@@ -182,7 +182,8 @@ def test_tokenizer_and_predictor_checkpoint(hostile):
         from tokenizer_testlib import tiny_mage_kwargs, tiny_vqgan_kwargs
     finally:
         sys.path.pop(0)
-    from addp_mm.models.tokenizers import MAGETokenPredictor, VQGANTokenizer
+    from addp_mm.models.target_generators import MAGETokenPredictor
+    from addp_mm.models.tokenizers import VQGANTokenizer
     from addp_mm.utils.checkpoint import CheckpointError
     kind, path, marker = hostile
     for model in (VQGANTokenizer(**tiny_vqgan_kwargs(), checkpoint=path),

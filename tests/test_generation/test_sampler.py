@@ -61,12 +61,13 @@ class ToyNeck(nn.Module):
 
 
 class ToyADDP(nn.Module):
-    """Tiny model with ADDP's generation contract (spec §2.1)."""
+    """Tiny model with ADDP's generation contract (reference ``engine_generate.py``)."""
 
     def __init__(self, grid=4, K=16):
         super().__init__()
         self.tokenizer = ToyTokenizer(K=K)
         self.neck = ToyNeck(grid * grid, K)
+        self.num_tokens, self.num_codes = grid * grid, K
         self.enc = nn.Conv2d(3, 8, 4, stride=4)
         self.calls = dict(encoder=0, decode=0)
 

@@ -1,4 +1,5 @@
-"""Schedule, sampling and re-masking helpers of the ADDP sampler (spec §2.1)."""
+"""Schedule, sampling and re-masking helpers of the ADDP sampler (reference
+``engine_generate.py``)."""
 import math
 
 import pytest

@@ -1,7 +1,8 @@
 """Tiny models for the performance-switch tests (not a test module)."""
 import torch
 
-from addp_mm.models.tokenizers import MAGETokenPredictor, VQGANTokenizer
+from addp_mm.models.target_generators import MAGETokenPredictor
+from addp_mm.models.tokenizers import VQGANTokenizer
 
 #: A VQGAN with every kind of block (3 levels: ResBlocks with and without a
 #: width change, avg-pool down-sampling, nearest up-sampling + conv).

@@ -17,7 +17,8 @@ Tolerances (tiny random models, values O(1)):
 import pytest
 import torch
 
-from addp_mm.models.tokenizers import MAGETokenPredictor, VQGANTokenizer
+from addp_mm.models.target_generators import MAGETokenPredictor
+from addp_mm.models.tokenizers import VQGANTokenizer
 from perf_test_utils import images, make_mage, make_vqgan, random_mask
 
 torch.set_num_threads(1)

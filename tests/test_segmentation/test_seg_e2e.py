@@ -1,4 +1,4 @@
-"""End to end: tiny ADDPViTSeg UperNet trains via tools/train.py and evaluates
+"""End to end: tiny ADDP ViT UperNet trains via tools/train.py and evaluates
 mIoU with sliding-window inference via tools/test.py on a tiny ADE20k-format
 dataset; MMSegInferencer works; SyncBN configs run on one CPU process as BN."""
 import os.path as osp
@@ -53,7 +53,8 @@ def test_full_size_configs_and_syncbn_reverts_when_not_distributed(tmp_path):
     for name, decay, idx in (('base', 0.65, (3, 5, 7, 11)),
                              ('large', 0.95, (7, 11, 15, 23))):
         cfg = Config.fromfile(SEG_B.replace('base', name))
-        assert cfg.model.backbone.type == 'ADDPViTSeg' and cfg.model.backbone.arch == name[0]
+        assert cfg.model.backbone.type == 'ADDPVisionTransformer'
+        assert cfg.model.backbone.arch == name[0]
         assert tuple(cfg.model.backbone.out_indices) == idx
         assert cfg.optim_wrapper.paramwise_cfg.layer_decay_rate == decay
         assert cfg.optim_wrapper.optimizer.lr == 1e-4
@@ -65,7 +66,8 @@ def test_full_size_configs_and_syncbn_reverts_when_not_distributed(tmp_path):
     import torch
     from mmengine.runner import Runner
     cfg = Config.fromfile(SEG_B)
-    cfg.model.backbone.update(arch=dict(embed_dims=32, num_layers=4, num_heads=2), img_size=64,
+    cfg.model.backbone.update(arch=dict(embed_dims=32, num_layers=4, num_heads=2,
+                                        feedforward_channels=64), img_size=64,
                               out_indices=(0, 1, 2, 3), pretrained=None)
     cfg.model.neck.embed_dim = 32
     cfg.model.decode_head.update(in_channels=[32] * 4, channels=16)

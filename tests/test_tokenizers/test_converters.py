@@ -8,7 +8,8 @@ import sys
 import pytest
 import torch
 
-from addp_mm.models.tokenizers import MAGETokenPredictor, VQGANTokenizer
+from addp_mm.models.target_generators import MAGETokenPredictor
+from addp_mm.models.tokenizers import VQGANTokenizer
 from tokenizer_testlib import (ROOT, official_vqgan_sd, tiny_mage_kwargs, tiny_vqgan_kwargs,
                                write_official_files)
 

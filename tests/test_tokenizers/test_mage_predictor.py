@@ -7,9 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from addp_mm.models.tokenizers import MAGETokenPredictor, VQGANTokenizer
-from addp_mm.models.tokenizers.mage_predictor import (MAGE_UNUSED_KEYS, MAGE_UNUSED_PREFIXES,
-                                                      convert_mage_state_dict)
+from addp_mm.models.target_generators import MAGETokenPredictor
+from addp_mm.models.target_generators.mage_predictor import (MAGE_UNUSED_KEYS,
+                                                             MAGE_UNUSED_PREFIXES,
+                                                             convert_mage_state_dict)
+from addp_mm.models.tokenizers import VQGANTokenizer
 from addp_mm.utils.checkpoint import CheckpointError
 from tokenizer_testlib import (CONFIG_DIR, load_fixture, official_mage_sd, official_vqgan_sd,
                                random_state_dict, read_key_listing, tiny_mage_kwargs,
@@ -237,7 +239,8 @@ def test_official_sizes_from_configs_load_release_layout(cfg_name, listing, file
         ['cls_token', 'pos_embed', 'mask_token', 'decoder_pos_embed', 'patch_embed.proj.weight',
          'patch_embed.proj.bias', 'decoder_pred.weight', 'decoder_pred.bias'])
     assert len(converted) + len(dropped) == len(rows)
-    # ADDP_SPEC §3.2 parameter counts (file without its vqgan copy)
+    # parameter counts of the reference ``token_predictor.py`` at B / L (file without
+    # its vqgan copy)
     numel = sum(v.numel() for k, v in sd.items() if not k.startswith('vqgan.')
                 and not k.endswith('position_ids'))
     assert abs(numel / 1e6 - own_params_m) < 0.05

@@ -230,7 +230,7 @@ def test_official_size_from_config_loads_release_layout(tmp_path):
                        sd['decoder.up.3.block.0.nin_shortcut.weight'])
     assert model.downsample_factor == 16 and model.num_embeddings == 1024
     n_params = sum(p.numel() for p in model.parameters())
-    assert abs(n_params / 1e6 - 54.52) < 0.01  # ADDP_SPEC §3.3
+    assert abs(n_params / 1e6 - 54.52) < 0.01  # reference ``configs/release/vqgan.yaml``
     idx, quant = model.encode(torch.rand(1, 3, 32, 32))
     assert idx.shape == (1, 4) and quant.shape == (1, 256, 2, 2)
 

@@ -56,7 +56,7 @@ _ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from addp_mm.models.tokenizers.mage_predictor import convert_mage_state_dict  # noqa: E402
+from addp_mm.models.target_generators.mage_predictor import convert_mage_state_dict  # noqa: E402
 from addp_mm.models.tokenizers.vqgan import convert_vqgan_state_dict  # noqa: E402
 from addp_mm.utils.checkpoint import CheckpointError, load_external_state_dict  # noqa: E402
 from addp_mm.utils.outputs import OutputError, atomic_torch_save, check_output_file  # noqa: E402

@@ -78,7 +78,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help='report whether the embedded vqgan.* copy equals this tokenizer file')
     args = parser.parse_args(argv)
 
-    from addp_mm.models.tokenizers.mage_predictor import convert_mage_state_dict
+    from addp_mm.models.target_generators.mage_predictor import convert_mage_state_dict
     from addp_mm.utils.checkpoint import (CheckpointError, check_state_dict,
                                           load_external_state_dict)
     from addp_mm.utils.outputs import OutputError, atomic_torch_save, check_output_file

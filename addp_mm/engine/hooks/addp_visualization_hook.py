@@ -18,7 +18,7 @@ Each written image is a row of panels, left to right:
 4. ADDP's prediction: its own distribution over the codebook at the masked
    positions, mapped to soft (expected) embeddings, with the true tokens
    elsewhere, decoded by the frozen VQGAN (the token-to-pixel mapping of
-   generation, spec §2.1);
+   generation, reference ``engine_generate.py``);
 5. the same with the arg-max token at masked positions (hard tokens).
 """
 from typing import Optional, Sequence

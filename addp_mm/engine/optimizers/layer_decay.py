@@ -12,7 +12,7 @@ dispatch on backbone class names). This subclass falls back to
 ``i``, ``num_layers + 1`` for everything else incl. neck and heads; the BEiT /
 MAE / ViTDet rule) applies to any model whose backbone implements
 ``get_layer_depth`` — :class:`~addp_mm.models.backbones.ADDPViTDet`,
-:class:`~addp_mm.models.backbones.ADDPViTSeg` and mmpretrain's ViTs.
+:class:`~addp_mm.models.backbones.ADDPVisionTransformer` and mmpretrain's ViTs.
 
 It is registered in mmpretrain's, mmdet's and mmseg's
 ``OPTIM_WRAPPER_CONSTRUCTORS`` as ``ADDPLayerDecayOptimWrapperConstructor``.
@@ -58,7 +58,7 @@ class ADDPLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrapperConstru
                     f'layer-wise lr decay needs `get_layer_depth` on the model '
                     f'({type(module).__name__}) or on model.backbone '
                     f'({type(backbone).__name__ if backbone is not None else "missing"}). '
-                    'Use an ADDP backbone (ADDPViTDet / ADDPViTSeg / ADDP ViT) or drop '
+                    'Use an ADDP backbone (ADDPViTDet / ADDPVisionTransformer) or drop '
                     "constructor='ADDPLayerDecayOptimWrapperConstructor'.")
             expected = self.paramwise_cfg.get('num_layers')
             depth = getattr(backbone, 'num_layers', None)

@@ -1,4 +1,4 @@
-"""ADDP's alternating-denoising sampler (spec §2.1, paper Fig. 5).
+"""ADDP's alternating-denoising sampler (reference ``engine_generate.py``, ADDP paper Fig. 5).
 
 Starting from an all-masked token map, every step
 
@@ -33,44 +33,10 @@ from torch import Tensor, nn
 
 from addp_mm.registry import register_model
 from .schedule import (SCHEDULES, TEMPERATURE_STRATEGIES, choice_temperature_at, make_generators,
-                       num_masked_after_step, remask_by_confidence, sample_tokens)
+                       num_masked_after_step, region_to_token_mask, remask_by_confidence,
+                       sample_tokens)
 
 __all__ = ['AlternatingDenoisingSampler', 'region_to_token_mask']
-
-
-def region_to_token_mask(region: Tensor, grid_hw: Sequence[int]) -> Tensor:
-    """Turn a region into a token mask (1 = regenerate).
-
-    Args:
-        region (Tensor): Either a token mask ``[B, h*w]`` / ``[B, h, w]`` or a
-            pixel mask ``[B, H, W]`` / ``[B, 1, H, W]`` (any non-zero = inside
-            the region). A token is regenerated when any pixel of its patch is
-            inside the region.
-        grid_hw (Sequence[int]): Token grid ``(h, w)``.
-
-    Returns:
-        Tensor: Bool ``[B, h*w]``.
-    """
-    h, w = grid_hw
-    region = torch.as_tensor(region)
-    if region.ndim == 4:
-        if region.shape[1] != 1:
-            raise ValueError(f'pixel region mask must be [B,1,H,W], got {tuple(region.shape)}')
-        region = region[:, 0]
-    if region.ndim == 2:
-        if region.shape[1] != h * w:
-            raise ValueError(f'token region mask has {region.shape[1]} positions, the grid has {h * w}')
-        return region.bool()
-    if region.ndim != 3:
-        raise ValueError('region mask must be [B,N], [B,h,w], [B,H,W] or [B,1,H,W]; '
-                         f'got {tuple(region.shape)}')
-    if tuple(region.shape[1:]) == (h, w):
-        return region.reshape(region.shape[0], -1).bool()
-    H, W = region.shape[1:]
-    if H % h or W % w:
-        raise ValueError(f'pixel mask {H}x{W} is not a multiple of the token grid {h}x{w}')
-    pooled = F.max_pool2d(region.float()[:, None].ne(0).float(), kernel_size=(H // h, W // w))
-    return pooled.reshape(region.shape[0], -1).bool()
 
 
 @register_model
@@ -78,8 +44,12 @@ class AlternatingDenoisingSampler(BaseModule):
     """Iterative token/pixel sampler for an ``ADDP`` model.
 
     It holds no weights; it drives the ADDP model passed to its methods
-    (``model.neck``, ``model.predict_logits``, ``model.tokens_to_pixels``,
-    ``model.tokenizer``). ``ADDP.predict`` delegates here, so
+    through a small interface: ``model.num_tokens`` (``h·w``),
+    ``model.num_codes`` (codebook size), ``model.predict_logits(x, tokens,
+    mask)`` (``x`` may be None when every position is masked),
+    ``model.tokens_to_pixels(tokens, probs, mask)`` and, for inpainting,
+    ``model.tokenizer.encode`` / ``downsample_factor``. ``ADDP.predict``
+    delegates here, so
     ``tools/test.py`` on a generation config samples and evaluates.
 
     Args:
@@ -96,8 +66,8 @@ class AlternatingDenoisingSampler(BaseModule):
         top_p (float): Nucleus sampling threshold; 1.0 disables it.
             Defaults to 1.0.
         seed (int): Base seed; sample ``i`` uses ``seed + i``. Defaults to 0.
-        num_tokens (int, optional): Token sequence length ``h·w``; inferred
-            from ``model.neck.decoder_pos_embed_learned`` when None.
+        num_tokens (int, optional): Token sequence length ``h·w``; taken
+            from ``model.num_tokens`` when None.
         skip_fully_masked (bool): Skip the encoder and the VQ decode while all
             positions are masked (the result cannot depend on them).
             Defaults to True.
@@ -157,8 +127,8 @@ class AlternatingDenoisingSampler(BaseModule):
     @staticmethod
     def check_model(model: nn.Module) -> None:
         """Raise a clear error if ``model`` cannot generate."""
-        missing = [name for name in ('neck', 'tokenizer', 'predict_logits', 'tokens_to_pixels')
-                   if getattr(model, name, None) is None]
+        missing = [name for name in ('num_tokens', 'num_codes', 'tokenizer', 'predict_logits',
+                                     'tokens_to_pixels') if getattr(model, name, None) is None]
         if missing:
             raise TypeError(
                 f'{type(model).__name__} cannot generate images: it has no {missing}. '
@@ -169,14 +139,13 @@ class AlternatingDenoisingSampler(BaseModule):
         """Token sequence length ``N`` (``h·w``)."""
         if self.num_tokens is not None:
             return int(self.num_tokens)
-        table = getattr(model.neck, 'decoder_pos_embed_learned', None)
-        if table is None:
+        if getattr(model, 'num_tokens', None) is None:
             raise ValueError('cannot infer the token count; set `num_tokens` of the sampler')
-        return int(table.shape[1]) - 1
+        return int(model.num_tokens)
 
     @staticmethod
     def _num_codes(model: nn.Module) -> int:
-        return int(model.tokenizer.num_embeddings)
+        return int(model.num_codes)
 
     @staticmethod
     def _device(model: nn.Module) -> torch.device:
@@ -188,16 +157,12 @@ class AlternatingDenoisingSampler(BaseModule):
         """Codebook logits ``[B, N, K]`` from pixels, known tokens and mask.
 
         With ``x=None`` (allowed only when every position is masked) the
-        encoder is skipped and the neck gets no latent.
+        encoder is skipped.
         """
-        N = tokens.shape[1]
         K = self._num_codes(model)
-        if x is None:
-            if not bool(mask.bool().all()):
-                raise ValueError('pixels can be omitted only when every position is masked')
-            logits = model.neck(None, tokens, mask.float())[:, 1:1 + N]  # [B, N, V]
-        else:
-            logits = model.predict_logits(x, tokens, mask.float())  # [B, N, V]
+        if x is None and not bool(mask.bool().all()):
+            raise ValueError('pixels can be omitted only when every position is masked')
+        logits = model.predict_logits(x, tokens, mask.float())  # [B, N, V]
         return logits[..., :K].float()
 
     def mask_lengths(self, step: int, num_unknown: Tensor, num_tokens: int) -> Tensor:

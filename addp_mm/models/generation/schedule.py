@@ -1,7 +1,7 @@
 """Schedules and random choices of ADDP's iterative (alternating) sampler.
 
 These helpers hold the parts of the reference ``engine_generate.py`` that do
-not need the network (spec §2.1):
+not need the network (reference ``engine_generate.py``):
 
 * the number of positions that stay masked after each step (cosine or linear
   schedule, ``ceil``, clipped to ``[1, #initially unknown]``),
@@ -25,7 +25,8 @@ TEMPERATURE_STRATEGIES = ('linear', 'static')
 __all__ = [
     'SCHEDULES', 'TEMPERATURE_STRATEGIES', 'mask_ratio_at', 'num_masked_after_step',
     'masked_count_schedule', 'choice_temperature_at', 'make_generators',
-    'uniform_noise', 'gumbel_noise', 'top_p_filter', 'sample_tokens', 'remask_by_confidence'
+    'uniform_noise', 'gumbel_noise', 'top_p_filter', 'sample_tokens', 'remask_by_confidence',
+    'region_to_token_mask'
 ]
 
 
@@ -103,7 +104,7 @@ def masked_count_schedule(num_steps: int,
     """Masked-position counts after steps ``0..num_steps-1``.
 
     For 20 cosine steps at 256 tokens this is
-    ``[256, 253, 249, ..., 41, 21, 1]`` (spec §2.1).
+    ``[256, 253, 249, ..., 41, 21, 1]`` (reference ``engine_generate.py``).
     """
     _check_steps(num_steps)
     _check_schedule(schedule)
@@ -247,3 +248,38 @@ def remask_by_confidence(confidence: Tensor, mask_len: Union[int, Tensor],
     order = torch.argsort(score, dim=-1, stable=True)
     ranks = torch.empty_like(order).scatter_(-1, order, torch.arange(N, device=order.device).expand(B, N))
     return ranks < mask_len[:, None]
+
+
+def region_to_token_mask(region: Tensor, grid_hw: Sequence[int]) -> Tensor:
+    """Turn a region into a token mask (1 = regenerate).
+
+    Args:
+        region (Tensor): Either a token mask ``[B, h*w]`` / ``[B, h, w]`` or a
+            pixel mask ``[B, H, W]`` / ``[B, 1, H, W]`` (any non-zero = inside
+            the region). A token is regenerated when any pixel of its patch is
+            inside the region.
+        grid_hw (Sequence[int]): Token grid ``(h, w)``.
+
+    Returns:
+        Tensor: Bool ``[B, h*w]``.
+    """
+    h, w = grid_hw
+    region = torch.as_tensor(region)
+    if region.ndim == 4:
+        if region.shape[1] != 1:
+            raise ValueError(f'pixel region mask must be [B,1,H,W], got {tuple(region.shape)}')
+        region = region[:, 0]
+    if region.ndim == 2:
+        if region.shape[1] != h * w:
+            raise ValueError(f'token region mask has {region.shape[1]} positions, the grid has {h * w}')
+        return region.bool()
+    if region.ndim != 3:
+        raise ValueError('region mask must be [B,N], [B,h,w], [B,H,W] or [B,1,H,W]; '
+                         f'got {tuple(region.shape)}')
+    if tuple(region.shape[1:]) == (h, w):
+        return region.reshape(region.shape[0], -1).bool()
+    H, W = region.shape[1:]
+    if H % h or W % w:
+        raise ValueError(f'pixel mask {H}x{W} is not a multiple of the token grid {h}x{w}')
+    pooled = F.max_pool2d(region.float()[:, None].ne(0).float(), kernel_size=(H // h, W // w))
+    return pooled.reshape(region.shape[0], -1).bool()

@@ -1,58 +1,74 @@
-"""Pre-LN ViT building blocks shared by the ADDP encoder/decoder and the MAGE
-token predictor.
+"""Pre-LN ViT building blocks shared by the ADDP encoder/decoder, the MAGE
+token predictor and the dense-prediction backbones.
 
-Parameter names follow timm's ``vision_transformer.py`` (``norm1``,
-``attn.qkv``, ``attn.proj``, ``norm2``, ``mlp.fc1``, ``mlp.fc2``) so that the
-officially released ADDP and MAGE checkpoints load without renaming.
+The layers are timm's (``timm.models.vision_transformer.Block``,
+``timm.layers.Mlp``, ``DropPath``, ``PatchEmbed``), so parameter names are
+timm's (``norm1``, ``attn.qkv``, ``attn.proj``, ``norm2``, ``mlp.fc1``,
+``mlp.fc2``, ``patch_embed.proj``) and the officially released ADDP and MAGE
+checkpoints load without renaming. The one addition is :class:`Attention`, a
+timm ``Attention`` with the reference's attention-logit path: ``q·kᵀ`` and the
+softmax in float32 even under autocast (reference ``models_addp.py``), which
+keeps AMP numerics at the reference's, and an additive bias hook used by the
+relative position bias of ViTDet.
 """
+from functools import partial
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from timm.layers import DropPath, Mlp, PatchEmbed
+from timm.layers.attention import Attention as TimmAttention
+from timm.models.vision_transformer import Block as TimmBlock
 from torch import Tensor, nn
 
 
-class Attention(nn.Module):
-    """Multi-head self-attention with a fused ``qkv`` projection.
+class Attention(TimmAttention):
+    """timm's multi-head self-attention with the reference's logit path.
+
+    Same parameters as timm's ``Attention`` (fused ``qkv``, ``proj``). The
+    forward differs in the explicit path only: ``(q·kᵀ)·scale`` (scaled after
+    the product, as the reference) in float32 under autocast, a max-subtracted
+    softmax and ``attn @ v`` in the value dtype. ``use_sdpa=True`` switches to
+    ``F.scaled_dot_product_attention``.
 
     Args:
         dim (int): Token width.
-        num_heads (int): Number of heads; must divide ``dim``.
-        qkv_bias (bool): Bias on the ``qkv`` projection. Defaults to True.
-        attn_drop (float): Dropout on the attention weights. Defaults to 0.
-        proj_drop (float): Dropout after the output projection. Defaults to 0.
-        use_sdpa (bool): Use ``F.scaled_dot_product_attention`` (flash / memory
-            efficient kernels) instead of the explicit softmax. Defaults to False.
-        fp32_logits (bool): In the explicit path, compute ``q·kᵀ`` and the softmax
-            in float32 even under autocast, as the reference does. Defaults to True.
+        num_heads (int): Number of heads; must divide ``dim``. Defaults to 8.
+        use_sdpa (bool): Use ``F.scaled_dot_product_attention`` (flash /
+            memory-efficient kernels) instead of the explicit softmax.
+            Defaults to False.
+        fp32_logits (bool): In the explicit path, compute ``q·kᵀ`` and the
+            softmax in float32 even under autocast. Defaults to True.
+        **kwargs: Other arguments of timm's ``Attention`` (``qkv_bias``,
+            ``attn_drop``, ``proj_drop``, ...).
     """
 
-    def __init__(self,
-                 dim: int,
-                 num_heads: int,
-                 qkv_bias: bool = True,
-                 attn_drop: float = 0.,
-                 proj_drop: float = 0.,
-                 use_sdpa: bool = False,
-                 fp32_logits: bool = True) -> None:
-        super().__init__()
+    def __init__(self, dim: int, num_heads: int = 8, use_sdpa: bool = False,
+                 fp32_logits: bool = True, **kwargs) -> None:
         if dim % num_heads != 0:
             raise ValueError(f'width {dim} is not divisible by num_heads={num_heads}')
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.scale = self.head_dim ** -0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+        super().__init__(dim, num_heads=num_heads, **kwargs)
         self.use_sdpa = use_sdpa
         self.fp32_logits = fp32_logits
 
-    def forward(self, x: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
-        B, N, C = x.shape
-        # [3, B, heads, N, head_dim]
+    def qkv_heads(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """``[B, N, C]`` → ``q, k, v``, each ``[B, heads, N, head_dim]``."""
+        B, N, _ = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
+        return self.q_norm(q), self.k_norm(k), v
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor,
+               attn_mask: Optional[Tensor] = None) -> Tensor:
+        """Attention of ``q, k, v`` (``[B, heads, N, head_dim]``) → ``[B, N, C]``
+        after the output projection.
+
+        ``attn_mask`` is a boolean keep-mask or an additive bias broadcastable
+        to ``[B, heads, N, N]``.
+        """
+        B, _, N, _ = q.shape
+        if attn_mask is not None and attn_mask.dtype != torch.bool and self.use_sdpa:
+            attn_mask = attn_mask.to(q.dtype)
         if self.use_sdpa:
             x = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=attn_mask,
@@ -69,41 +85,21 @@ class Attention(nn.Module):
             attn = attn - attn.amax(dim=-1, keepdim=True)
             attn = self.attn_drop(attn.softmax(dim=-1))
             x = attn.to(v.dtype) @ v
-        x = x.transpose(1, 2).reshape(B, N, C)
+        x = self.norm(x.transpose(1, 2).reshape(B, N, -1))
         return self.proj_drop(self.proj(x))
 
-
-class Mlp(nn.Module):
-    """Two-layer MLP with exact (erf) GELU: ``fc1 → GELU → drop → fc2 → drop``."""
-
-    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_dim, dim)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+    def forward(self, x: Tensor, attn_mask: Optional[Tensor] = None,
+                is_causal: bool = False) -> Tensor:
+        if is_causal:
+            raise NotImplementedError('causal attention is not used by ADDP')
+        return self.attend(*self.qkv_heads(x), attn_mask)
 
 
-class DropPath(nn.Module):
-    """Stochastic depth per sample (identity when ``p == 0`` or in eval)."""
+class Block(TimmBlock):
+    """Pre-LN transformer block: timm's ``Block`` with :class:`Attention`.
 
-    def __init__(self, p: float = 0.) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.p == 0. or not self.training:
-            return x
-        keep = 1 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
-
-
-class Block(nn.Module):
-    """Pre-LN transformer block: ``x + Attn(LN(x))``, then ``x + MLP(LN(x))``.
+    ``x + DropPath(Attn(LN(x)))``, then ``x + DropPath(MLP(LN(x)))`` with an
+    exact-GELU MLP; the arguments keep the names of the ADDP / MAGE reference.
 
     Args:
         dim (int): Token width.
@@ -116,6 +112,8 @@ class Block(nn.Module):
         drop_path (float): Stochastic depth rate. Defaults to 0.
         norm_eps (float): LayerNorm epsilon. Defaults to 1e-6.
         use_sdpa (bool): See :class:`Attention`. Defaults to False.
+        attn_layer (type): :class:`Attention` or a subclass. Defaults to
+            :class:`Attention`.
     """
 
     def __init__(self,
@@ -127,18 +125,12 @@ class Block(nn.Module):
                  attn_drop: float = 0.,
                  drop_path: float = 0.,
                  norm_eps: float = 1e-6,
-                 use_sdpa: bool = False) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop, use_sdpa=use_sdpa)
-        self.drop_path = DropPath(drop_path)
-        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
-
-    def forward(self, x: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), attn_mask))
-        x = x + self.drop_path(self.mlp(self.norm2(x)))
-        return x
+                 use_sdpa: bool = False,
+                 attn_layer: type = Attention) -> None:
+        super().__init__(dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=drop,
+                         attn_drop=attn_drop, drop_path=drop_path,
+                         norm_layer=partial(nn.LayerNorm, eps=norm_eps), attn_layer=attn_layer)
+        self.attn.use_sdpa = use_sdpa
 
 
 class MlmLayer(nn.Module):
@@ -195,4 +187,5 @@ def set_sdpa(module: nn.Module, enabled: bool) -> None:
             m.use_sdpa = enabled
 
 
-__all__ = ['Attention', 'Mlp', 'DropPath', 'Block', 'MlmLayer', 'set_sdpa', 'to_2tuple', 'init_linear_layernorm']
+__all__ = ['Attention', 'Mlp', 'DropPath', 'Block', 'MlmLayer', 'PatchEmbed', 'set_sdpa', 'to_2tuple',
+           'init_linear_layernorm']

@@ -8,51 +8,31 @@ This follows Li et al., "Exploring Plain Vision Transformer Backbones for
 Object Detection" (ViTDet), §3 / Fig. 2(c); mmdet's own ``SimpleFPN`` lives in
 ``projects/ViTDet`` which is not shipped in the mmdet wheel.
 
-``ADDPLN2d`` (LayerNorm over the channels of a ``[B, C, H, W]`` map) is
-registered in all three codebases so mmdet heads can use
-``norm_cfg=dict(type='ADDPLN2d')`` as ViTDet's Mask R-CNN does.
+mmpretrain's ``LN2d`` (LayerNorm over the channels of a ``[B, C, H, W]`` map)
+is registered in mmdet's and mmseg's registries too, so mmdet heads can use
+``norm_cfg=dict(type='LN2d')`` as ViTDet's Mask R-CNN does.
 """
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule
+from mmpretrain.models.utils.norm import LayerNorm2d
 from torch import Tensor, nn
 
-from addp_mm.registry import register_model_everywhere
+from addp_mm.registry import register_alias_in_dense_codebases, register_model_everywhere
 
-
-@register_model_everywhere
-class ADDPLN2d(nn.LayerNorm):
-    """LayerNorm over the channel dim of ``[B, C, H, W]`` maps.
-
-    A subclass of ``nn.LayerNorm`` so optimizer constructors treat it as a norm
-    layer (e.g. ``norm_decay_mult``).
-
-    Args:
-        num_channels (int): Channels ``C``.
-        eps (float): Epsilon. Defaults to 1e-6.
-    """
-
-    def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
-        super().__init__(num_channels, eps=eps)
-        self.num_channels = num_channels
-
-    def forward(self, x: Tensor) -> Tensor:
-        # [B, C, H, W] -> [B, H, W, C] -> LN over C -> back
-        x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
-                         self.eps)
-        return x.permute(0, 3, 1, 2).contiguous()
+register_alias_in_dense_codebases(LayerNorm2d, 'LN2d')
 
 
 def _norm(norm_cfg: Optional[dict], channels: int) -> nn.Module:
     if norm_cfg is None:
         return nn.Identity()
-    if norm_cfg.get('type') in ('ADDPLN2d', 'LN2d'):
+    if norm_cfg.get('type') == 'LN2d':  # ViTDet's epsilon unless configured
         cfg = dict(norm_cfg)
         cfg.pop('type')
         cfg.pop('requires_grad', None)
-        return ADDPLN2d(channels, **cfg)
+        return LayerNorm2d(channels, eps=cfg.pop('eps', 1e-6), **cfg)
     return build_norm_layer(norm_cfg, channels)[1]
 
 
@@ -72,8 +52,8 @@ class ADDPSimpleFPN(BaseModule):
         scale_factors (Sequence[float]): Rescaling of the stride-16 map, each
             one of 4, 2, 1, 0.5. Defaults to ``(4., 2., 1., 0.5)``.
         norm_cfg (dict, optional): Norm after the de-convs, lateral and output
-            convs (``ADDPLN2d``, or any mmcv norm such as ``BN``/``GN``).
-            Defaults to ``dict(type='ADDPLN2d')``.
+            convs (``LN2d``, eps 1e-6 unless given, or any mmcv norm such as
+            ``BN``/``GN``). Defaults to ``dict(type='LN2d')``.
         init_cfg (dict | list[dict], optional): Init config. Defaults to None.
     """
 
@@ -83,7 +63,7 @@ class ADDPSimpleFPN(BaseModule):
                  out_channels: int = 256,
                  num_outs: int = 5,
                  scale_factors: Sequence[float] = (4., 2., 1., 0.5),
-                 norm_cfg: Optional[dict] = dict(type='ADDPLN2d'),
+                 norm_cfg: Optional[dict] = dict(type='LN2d'),
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         C = backbone_channel
@@ -142,4 +122,4 @@ class ADDPSimpleFPN(BaseModule):
         return tuple(outs)
 
 
-__all__ = ['ADDPSimpleFPN', 'ADDPLN2d']
+__all__ = ['ADDPSimpleFPN']

@@ -1,6 +1,6 @@
 """ADDP pretraining: Alternating Denoising Diffusion Process (ICLR 2024).
 
-One training iteration (spec §1, reference ``models_addp.py``):
+One training iteration (ADDP paper Fig. 4, reference ``models_addp.py``):
 
 1. ``z0 = VQ-Enc(x0)``: token ids of the clean images (frozen VQGAN, raw [0,1]
    pixels).
@@ -11,12 +11,12 @@ One training iteration (spec §1, reference ``models_addp.py``):
    codebook[z0]))``; soft (expected) embeddings at unreliable positions, hard
    codebook entries elsewhere.
 5. ``x_t`` is clamped to [0,1], ImageNet-normalised and encoded by
-   :class:`ADDPViT` (all 257 tokens, no dropping).
-6. :class:`ADDPDecoder` replaces the cls slot and the masked slots by a mask
+   :class:`~addp_mm.models.backbones.ADDPViT` (all 257 tokens, no dropping).
+6. :class:`~addp_mm.models.necks.ADDPDecoder` replaces the cls slot and the masked slots by a mask
    token, appends embeddings of the reliable ground-truth tokens and predicts
    logits over the whole vocabulary with an MLM head tied to the *detached*
    token embedding.
-7. :class:`ADDPLossHead`: soft-target cross-entropy with label smoothing 0.1
+7. :class:`~addp_mm.models.heads.ADDPLossHead`: soft-target cross-entropy with label smoothing 0.1
    against ``P_t`` (zero-padded to the vocabulary), averaged over ``m_t``.
 
 Parameter names follow the official release (timm names) so converted official
@@ -25,6 +25,11 @@ official model also allocates ``pos_token_embed``, ``pos_mask_embed``,
 ``decoder_pos_embed`` and ``decoder_pred`` that no computation reads; they are
 deliberately not created here (so DDP needs no ``find_unused_parameters``) and
 the converter drops them as documented-unused.
+
+Generation (:class:`~addp_mm.models.generation.AlternatingDenoisingSampler`)
+uses the model only through ``num_tokens``, ``num_codes``, ``token_grid``,
+:meth:`ADDP.predict_logits`, :meth:`ADDP.tokens_to_pixels` and the
+tokenizer's ``encode`` / ``downsample_factor``.
 """
 import inspect
 import os.path as osp
@@ -32,332 +37,14 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from mmengine.model import BaseModule
 from mmpretrain.models.selfsup import BaseSelfSupervisor
 from mmpretrain.registry import MODELS
 from torch import Tensor, nn
 
-from addp_mm.models.layers import Block, MlmLayer, init_linear_layernorm, to_2tuple
 from addp_mm.models.utils.performance import PRESETS, configure_performance
 from addp_mm.models.utils.pixels import IMAGENET_MEAN, IMAGENET_STD, unit_rgb_preprocessor
 from addp_mm.registry import register_model
-from .mask_schedule import ADDPMaskSampler
-
-
-
-
-class _PatchEmbed(nn.Module):
-    """Non-overlapping patch embedding (``proj`` = conv k=s=patch, with bias)."""
-
-    def __init__(self, patch_size: Tuple[int, int], in_channels: int, embed_dims: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_channels, embed_dims, kernel_size=patch_size,
-                              stride=patch_size, bias=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        # [B, C, H, W] -> [B, h*w, D]
-        return self.proj(x).flatten(2).transpose(1, 2)
-
-
-
-
-class ADDPViT(BaseModule):
-    """The ADDP pixel encoder used in pretraining.
-
-    ``patch_embed`` → ``+ pos_embed`` (learned, cls row 0) → prepend
-    ``cls_token + pos_embed[0]`` → ``tokenizer_norm`` (LayerNorm) + dropout →
-    pre-LN blocks (qkv bias, dropout on attention and proj/MLP) → ``norm``.
-    All ``1 + h*w`` tokens are processed (no MAE-style dropping). Inputs are
-    expected to be already ImageNet-normalised (see :meth:`ADDP.encode_pixels`).
-
-    Args:
-        img_size (int | tuple[int, int]): Input size. Defaults to 256.
-        patch_size (int | tuple[int, int]): Patch size. Defaults to 16.
-        in_channels (int): Input channels. Defaults to 3.
-        embed_dims (int): Width D. Defaults to 768.
-        num_layers (int): Number of blocks. Defaults to 12.
-        num_heads (int): Attention heads. Defaults to 12.
-        mlp_ratio (float): MLP hidden ratio. Defaults to 4.
-        drop_rate (float): Dropout on proj/MLP outputs. Defaults to 0.1.
-        attn_drop_rate (float): Dropout on attention weights. Defaults to 0.1.
-        tokenizer_drop_rate (float): Dropout after ``tokenizer_norm``.
-            Defaults to 0.1.
-        drop_path_rate (float): Stochastic depth (unused by the release).
-            Defaults to 0.
-        norm_eps (float): LayerNorm epsilon. Defaults to 1e-6.
-        use_sdpa (bool): Fused attention kernels (numerically not bit-equal
-            to the reference's fp32-logit path). Defaults to False.
-        init_cfg (dict, optional): mmengine init config. Defaults to None.
-    """
-
-    def __init__(self,
-                 img_size: Union[int, Sequence[int]] = 256,
-                 patch_size: Union[int, Sequence[int]] = 16,
-                 in_channels: int = 3,
-                 embed_dims: int = 768,
-                 num_layers: int = 12,
-                 num_heads: int = 12,
-                 mlp_ratio: float = 4.,
-                 drop_rate: float = 0.1,
-                 attn_drop_rate: float = 0.1,
-                 tokenizer_drop_rate: float = 0.1,
-                 drop_path_rate: float = 0.,
-                 norm_eps: float = 1e-6,
-                 use_sdpa: bool = False,
-                 init_cfg: Optional[dict] = None) -> None:
-        super().__init__(init_cfg=init_cfg)
-        self.img_size = to_2tuple(img_size)
-        self.patch_size = to_2tuple(patch_size)
-        if self.img_size[0] % self.patch_size[0] or self.img_size[1] % self.patch_size[1]:
-            raise ValueError(f'img_size {self.img_size} is not divisible by patch_size {self.patch_size}')
-        self.grid_size = (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
-        self.num_patches = self.grid_size[0] * self.grid_size[1]
-        self.embed_dims = embed_dims
-        self.num_layers = num_layers
-
-        self.patch_embed = _PatchEmbed(self.patch_size, in_channels, embed_dims)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dims))
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches + 1, embed_dims))
-        self.tokenizer_norm = nn.LayerNorm(embed_dims, eps=1e-6)
-        self.tokenizer_dropout = nn.Dropout(tokenizer_drop_rate)
-        dpr = [drop_path_rate * i / max(num_layers - 1, 1) for i in range(num_layers)]
-        self.blocks = nn.ModuleList([
-            Block(embed_dims, num_heads, mlp_ratio, qkv_bias=True, drop=drop_rate,
-                  attn_drop=attn_drop_rate, drop_path=dpr[i], norm_eps=norm_eps, use_sdpa=use_sdpa)
-            for i in range(num_layers)])
-        self.norm = nn.LayerNorm(embed_dims, eps=norm_eps)
-
-    def init_weights(self) -> None:
-        """Reference init unless a ``Pretrained`` init_cfg is given."""
-        super().init_weights()
-        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
-            return
-        nn.init.normal_(self.pos_embed, std=.02)
-        nn.init.normal_(self.cls_token, std=.02)
-        self.apply(init_linear_layernorm)
-        w = self.patch_embed.proj.weight.data
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.patch_embed.proj.bias)
-
-    def embed(self, x: Tensor) -> Tensor:
-        """The block input: embeddings after ``tokenizer_norm`` and dropout.
-
-        Args:
-            x (Tensor): Normalised images ``[B, C, H, W]``.
-
-        Returns:
-            Tensor: ``[B, 1 + h*w, D]`` (slot 0 = cls).
-        """
-        if tuple(x.shape[-2:]) != self.img_size:
-            raise ValueError(
-                f'input size {tuple(x.shape[-2:])} does not match the encoder img_size {self.img_size} '
-                f'(token grid {self.grid_size}); resize/crop the images to {self.img_size}.')
-        tokens = self.patch_embed(x) + self.pos_embed[:, 1:]  # [B, N, D]
-        cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
-        tokens = torch.cat([cls, tokens], dim=1)  # [B, 1+N, D]
-        return self.tokenizer_dropout(self.tokenizer_norm(tokens))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Encode normalised images to ``[B, 1 + h*w, D]`` (after ``norm``)."""
-        x = self.embed(x)
-        for blk in self.blocks:
-            x = blk(x)
-        return self.norm(x)
-
-
-class ADDPDecoder(BaseModule):
-    """ADDP's pixel-to-token decoder (the neck) with its tied MLM head.
-
-    Sequence layout (length ``1 + N + n_vis``): slot 0 and every masked grid
-    slot hold ``mask_token``; visible grid slots hold ``decoder_embed`` of the
-    encoder features; then one appended slot per visible position ``p`` (in
-    increasing ``p``) holding ``token_emb[z[p]]``. Position tables:
-    ``decoder_pos_embed_learned`` (slot 0 and visible slots),
-    ``decoder_pos_mask_embed`` (masked slots) and
-    ``decoder_pos_token_embed[1 + p]`` (appended slots). Output logits over the
-    whole vocabulary ``num_codes + num_classes + 1`` from
-    ``MlmLayer(x, token_emb.weight.detach())``.
-
-    Args:
-        in_channels (int): Encoder width. Defaults to 768.
-        embed_dims (int): Decoder width; also the token-embedding width (the
-            reliable-token embeddings are appended to the decoder sequence).
-            Defaults to 768.
-        num_layers (int): Decoder blocks. Defaults to 8.
-        num_heads (int): Decoder heads. Defaults to 16.
-        mlp_ratio (float): MLP hidden ratio. Defaults to 4.
-        drop_rate (float): Dropout on proj/MLP outputs. Defaults to 0.1.
-        attn_drop_rate (float): Dropout on attention weights. Defaults to 0.1.
-        num_tokens (int, optional): Token-grid size ``h*w``. Filled in by
-            :class:`ADDP` from the encoder when None. Defaults to None.
-        num_codes (int, optional): Codebook size. Filled in by :class:`ADDP`
-            from the tokenizer when None. Defaults to None.
-        num_classes (int): Class-id slots of the vocabulary (unused ids kept for
-            checkpoint compatibility). Defaults to 1000.
-        norm_eps (float): Block/final LayerNorm epsilon. Defaults to 1e-6.
-        mlm_ln_eps (float): MLM-head LayerNorm epsilon. Defaults to 1e-5.
-        use_sdpa (bool): Fused attention. Defaults to False.
-        use_reliable_tokens (bool): Append the embeddings of the reliable
-            (visible ground-truth) token ids to the decoder sequence, as the
-            reference does. False is the paper's "no reliable-token
-            conditioning" ablation: the prediction then sees the visible tokens
-            only through the encoder's reading of the pixels ``x_t``. The
-            parameters are allocated either way, so checkpoints load in both
-            settings; without conditioning, ``token_emb`` (read detached by the
-            MLM head) and ``decoder_pos_token_embed`` stay frozen at their
-            initialisation. Defaults to True.
-        init_cfg (dict, optional): mmengine init config. Defaults to None.
-    """
-
-    def __init__(self,
-                 in_channels: int = 768,
-                 embed_dims: int = 768,
-                 num_layers: int = 8,
-                 num_heads: int = 16,
-                 mlp_ratio: float = 4.,
-                 drop_rate: float = 0.1,
-                 attn_drop_rate: float = 0.1,
-                 num_tokens: Optional[int] = None,
-                 num_codes: Optional[int] = None,
-                 num_classes: int = 1000,
-                 norm_eps: float = 1e-6,
-                 mlm_ln_eps: float = 1e-5,
-                 use_sdpa: bool = False,
-                 use_reliable_tokens: bool = True,
-                 init_cfg: Optional[dict] = None) -> None:
-        super().__init__(init_cfg=init_cfg)
-        if num_tokens is None or num_codes is None:
-            raise ValueError('ADDPDecoder needs num_tokens and num_codes; build it through ADDP, '
-                             'which fills them from the encoder grid and the tokenizer codebook.')
-        self.num_tokens = num_tokens
-        self.num_codes = num_codes
-        self.num_classes = num_classes
-        self.vocab_size = num_codes + num_classes + 1
-        self.mask_id = self.vocab_size - 1
-        self.embed_dims = embed_dims
-        self.use_reliable_tokens = use_reliable_tokens
-
-        self.decoder_embed = nn.Linear(in_channels, embed_dims)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dims))
-        self.decoder_pos_embed_learned = nn.Parameter(torch.zeros(1, num_tokens + 1, embed_dims))
-        self.decoder_pos_mask_embed = nn.Parameter(torch.zeros(1, num_tokens + 1, embed_dims))
-        self.decoder_pos_token_embed = nn.Parameter(torch.zeros(1, num_tokens + 1, embed_dims))
-        self.decoder_blocks = nn.ModuleList([
-            Block(embed_dims, num_heads, mlp_ratio, qkv_bias=True, drop=drop_rate,
-                  attn_drop=attn_drop_rate, norm_eps=norm_eps, use_sdpa=use_sdpa)
-            for _ in range(num_layers)])
-        self.decoder_norm = nn.LayerNorm(embed_dims, eps=norm_eps)
-        self.token_emb = nn.Embedding(self.vocab_size, embed_dims)
-        self.mlm_layer = MlmLayer(embed_dims, embed_dims, self.vocab_size, ln_eps=mlm_ln_eps)
-        if not use_reliable_tokens:
-            # only the appended slots read these; without them they would get no
-            # gradient (the MLM head reads token_emb detached), which DDP rejects
-            self.token_emb.weight.requires_grad_(False)
-            self.decoder_pos_token_embed.requires_grad_(False)
-
-    def init_weights(self) -> None:
-        """Reference init unless a ``Pretrained`` init_cfg is given."""
-        super().init_weights()
-        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
-            return
-        for p in (self.decoder_pos_embed_learned, self.decoder_pos_mask_embed,
-                  self.decoder_pos_token_embed, self.mask_token, self.token_emb.weight):
-            nn.init.normal_(p, std=.02)
-        self.apply(init_linear_layernorm)
-        nn.init.zeros_(self.mlm_layer.bias)
-
-    def forward(self, latent: Optional[Tensor], tokens: Tensor, mask: Tensor) -> Tensor:
-        """Predict logits for every decoder slot.
-
-        Args:
-            latent (Tensor, optional): Encoder output ``[B, 1+N, D_enc]``. May
-                be None only when every position is masked (it would be
-                discarded anyway).
-            tokens (Tensor): Token ids ``[B, N]``; only visible ids are read.
-            mask (Tensor): ``[B, N]``, 1/True = masked. Every sample must have
-                the same number of visible positions.
-
-        Returns:
-            Tensor: Logits ``[B, 1 + N + n_vis, vocab_size]`` (``[B, 1 + N,
-            vocab_size]`` without reliable-token conditioning); slot ``1+p`` is
-            grid position ``p``.
-        """
-        B, N = tokens.shape
-        if N != self.num_tokens:
-            raise ValueError(f'got {N} tokens, the decoder was built for {self.num_tokens}')
-        mask = mask.bool()
-        n_vis_per = (~mask).sum(dim=1)
-        n_vis = int(n_vis_per[0].item()) if B else 0
-        if B and not bool((n_vis_per == n_vis).all()):
-            raise ValueError('every sample in the batch must have the same number of visible '
-                             f'tokens (got {n_vis_per.tolist()}); ADDP draws one mask ratio per batch.')
-        mask_with_cls = torch.cat([mask.new_ones(B, 1), mask], dim=1)  # cls slot -> mask token
-        mask_tok = self.mask_token.expand(B, N + 1, -1)
-        if latent is None:
-            if n_vis:
-                raise ValueError('latent=None is only allowed when every position is masked')
-            x = mask_tok
-        else:
-            x = self.decoder_embed(latent)  # [B, 1+N, Dd]
-            x = torch.where(mask_with_cls.unsqueeze(-1), mask_tok.to(x.dtype), x)
-        # the cls slot is "not masked" for the position tables
-        pos_mask = torch.cat([mask.new_zeros(B, 1), mask], dim=1).unsqueeze(-1)
-        pos = torch.where(pos_mask, self.decoder_pos_mask_embed, self.decoder_pos_embed_learned)
-        x = x + pos
-
-        if self.use_reliable_tokens:  # also when n_vis = 0: keeps the tables in the graph (DDP)
-            # appended reliable-token embeddings, visible positions in increasing order
-            vis_idx = torch.argsort(mask.to(torch.uint8), dim=1, stable=True)[:, :n_vis]
-            vis_ids = torch.gather(tokens, 1, vis_idx)  # [B, n_vis]
-            tok = self.token_emb(vis_ids)  # [B, n_vis, Dd]
-            tok_pos = self.decoder_pos_token_embed[0, 1:][vis_idx]  # [B, n_vis, Dd]
-            x = torch.cat([x, (tok + tok_pos).to(x.dtype)], dim=1)  # [B, 1+N+n_vis, Dd]
-
-        for blk in self.decoder_blocks:
-            x = blk(x)
-        x = self.decoder_norm(x)
-        return self.mlm_layer(x, self.token_emb.weight.detach())
-
-
-class ADDPLossHead(BaseModule):
-    """Soft-target cross-entropy with label smoothing on masked positions.
-
-    ``ℓ_p = −Σ_c [(1−ε)·q_c + ε/V] · log_softmax(logits_p)_c`` where ``q`` is
-    the target distribution over the codebook zero-padded to the ``V`` logits;
-    ``loss = Σ m·ℓ / Σ m``. Computed in float32.
-
-    Args:
-        label_smoothing (float): ε. Defaults to 0.1.
-        loss_weight (float): Multiplier. Defaults to 1.
-        init_cfg (dict, optional): mmengine init config. Defaults to None.
-    """
-
-    def __init__(self, label_smoothing: float = 0.1, loss_weight: float = 1.,
-                 init_cfg: Optional[dict] = None) -> None:
-        super().__init__(init_cfg=init_cfg)
-        self.label_smoothing = label_smoothing
-        self.loss_weight = loss_weight
-
-    def loss(self, logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-        """Label-smoothed soft-target cross-entropy averaged over ``mask``.
-
-        Args:
-            logits (Tensor): ``[B, N, V]`` at the grid slots.
-            target (Tensor): ``[B, N, K]`` probabilities, ``K <= V``.
-            mask (Tensor): ``[B, N]``, 1 = masked (enters the loss).
-
-        Returns:
-            Tensor: Scalar loss.
-        """
-        B, N, V = logits.shape
-        K = target.shape[-1]
-        if K > V:
-            raise ValueError(f'target has {K} classes but the logits only {V}')
-        target = F.pad(target.float(), (0, V - K))
-        loss = F.cross_entropy(logits.float().reshape(B * N, V), target.reshape(B * N, V),
-                               reduction='none', label_smoothing=self.label_smoothing)
-        mask = mask.float().reshape(B * N)
-        return self.loss_weight * (loss * mask).sum() / mask.sum().clamp_min(1.)
+from . import mask_schedule  # noqa: F401  (registers ADDPMaskSampler)
 
 
 def _ckpt_path(cfg_or_module: Union[dict, nn.Module]) -> Optional[str]:
@@ -365,6 +52,66 @@ def _ckpt_path(cfg_or_module: Union[dict, nn.Module]) -> Optional[str]:
     if isinstance(cfg_or_module, dict):
         return cfg_or_module.get('checkpoint')
     return getattr(cfg_or_module, 'checkpoint', None)
+
+
+def _build(cfg: Union[dict, nn.Module, None]) -> Optional[nn.Module]:
+    """Build a part from its config; modules and None pass through."""
+    return MODELS.build(cfg) if isinstance(cfg, dict) else cfg
+
+
+def _check_frozen_checkpoints(tokenizer: Union[dict, nn.Module],
+                              token_predictor: Union[dict, nn.Module], required: bool) -> None:
+    """Fail at build time, before any heavy build, when a frozen part's file is
+    not configured (``required``) or does not exist."""
+    for name, cfg in (('tokenizer', tokenizer), ('token_predictor', token_predictor)):
+        path = _ckpt_path(cfg)
+        if path is None:
+            if required:
+                raise ValueError(
+                    f'ADDP needs a pretrained frozen {name}: set `model.{name}.checkpoint` '
+                    '(see the config variables at the top of the config for where to get it).')
+        elif not osp.isfile(path):
+            raise FileNotFoundError(
+                f'{name} checkpoint not found: {path!r}. The config header says where it '
+                'comes from (a released file, or one an earlier step writes); set its path, '
+                f'e.g. --cfg-options model.{name}.checkpoint=/path/to/file.')
+
+
+def _check_geometry(backbone: nn.Module, neck: nn.Module, tokenizer: nn.Module,
+                    token_predictor: nn.Module) -> Tuple[int, int]:
+    """One patch per VQ token and one vocabulary for all parts; returns the
+    token grid ``(h, w)`` or raises a ValueError naming the setting to change."""
+    img_size = backbone.img_size
+    f = int(tokenizer.downsample_factor)
+    if img_size[0] % f or img_size[1] % f:
+        raise ValueError(f'image size {img_size} is not divisible by the tokenizer down-sampling '
+                         f'factor {f}; choose an img_size that is a multiple of {f}.')
+    token_grid = (img_size[0] // f, img_size[1] // f)
+    if token_grid != backbone.grid_size:
+        raise ValueError(
+            f'image size {img_size} gives a {token_grid} VQ token grid (tokenizer /{f}) but a '
+            f'{backbone.grid_size} patch grid (patch size {backbone.patch_size}); '
+            'ADDP needs one patch per token: set backbone.patch_size to the tokenizer '
+            'down-sampling factor or change img_size.')
+    num_tokens = token_grid[0] * token_grid[1]
+    tp_tokens = getattr(token_predictor, 'num_tokens', num_tokens)
+    if tp_tokens != num_tokens:
+        raise ValueError(f'token_predictor.num_tokens={tp_tokens} but image size {img_size} gives '
+                         f'{num_tokens} tokens ({token_grid}); set token_predictor.num_tokens='
+                         f'{num_tokens} or change img_size.')
+    K = int(tokenizer.num_embeddings)
+    tp_codes = getattr(token_predictor, 'num_codes', None)
+    if tp_codes is not None and int(tp_codes) != K:
+        raise ValueError(
+            f'token predictor vocabulary ({tp_codes} codes) does not match the tokenizer codebook '
+            f'({K} entries); use the predictor trained with this tokenizer and set '
+            f'token_predictor.num_codes={K}.')
+    if neck.num_codes != K or neck.num_tokens != num_tokens:
+        raise ValueError(
+            f'neck built for {neck.num_codes} codes / {neck.num_tokens} tokens but the '
+            f'tokenizer has {K} codes and the image gives {num_tokens} tokens; drop num_codes/'
+            'num_tokens from the neck config (ADDP fills them in).')
+    return token_grid
 
 
 def _performance_switches(performance: Optional[Union[str, dict]]) -> dict:
@@ -385,6 +132,7 @@ def _performance_switches(performance: Optional[Union[str, dict]]) -> dict:
     raise TypeError(f'performance must be None, a preset name or a dict, got {type(performance)}')
 
 
+@register_model
 class ADDP(BaseSelfSupervisor):
     """ADDP pretraining algorithm (see the module docstring).
 
@@ -397,7 +145,8 @@ class ADDP(BaseSelfSupervisor):
         token_predictor (dict): Frozen ``MAGETokenPredictor`` config with
             ``checkpoint``. Its ``train_dropout=True`` reproduces the release
             (predictor dropout active while making ``x_t`` and the target,
-            spec §1.9.3); False keeps it deterministic.
+            reference ``engine_pretrain.py`` calls ``model.train(True)``); False
+            keeps it deterministic.
         mask_sampler (dict): :class:`ADDPMaskSampler` config. Defaults to the
             official schedule.
         sampler (dict, optional): Generation sampler used by :meth:`predict`.
@@ -444,27 +193,10 @@ class ADDP(BaseSelfSupervisor):
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         switches = _performance_switches(performance)  # validate before the heavy build
-        # ---- build-time checks of the external checkpoints (before any heavy build)
-        for name, cfg in (('tokenizer', tokenizer), ('token_predictor', token_predictor)):
-            path = _ckpt_path(cfg)
-            if path is None:
-                if require_frozen_checkpoints:
-                    raise ValueError(
-                        f'ADDP needs a pretrained frozen {name}: set `model.{name}.checkpoint` '
-                        '(see the config variables at the top of the config for where to get it).')
-            elif not osp.isfile(path):
-                raise FileNotFoundError(
-                    f'{name} checkpoint not found: {path!r}. The config header says where it '
-                    'comes from (a released file, or one an earlier step writes); set its path, '
-                    f'e.g. --cfg-options model.{name}.checkpoint=/path/to/file.')
-
-        if isinstance(backbone, dict):
-            backbone = MODELS.build(backbone)
-        if isinstance(tokenizer, dict):
-            tokenizer = MODELS.build(tokenizer)
-        if isinstance(token_predictor, dict):
-            token_predictor = MODELS.build(token_predictor)
-        if isinstance(neck, dict):
+        _check_frozen_checkpoints(tokenizer, token_predictor, require_frozen_checkpoints)
+        backbone, tokenizer, token_predictor = (_build(backbone), _build(tokenizer),
+                                                _build(token_predictor))
+        if isinstance(neck, dict):  # the decoder's grid and vocabulary come from the parts
             neck = dict(neck)
             neck.setdefault('num_tokens', backbone.num_patches)
             neck.setdefault('num_codes', tokenizer.num_embeddings)
@@ -475,50 +207,18 @@ class ADDP(BaseSelfSupervisor):
         self.tokenizer = tokenizer
         self.token_predictor = token_predictor
         if mask_sampler is None or isinstance(mask_sampler, dict):
-            ms_cfg = dict(mask_sampler or {})
-            ms_cfg.setdefault('type', 'ADDPMaskSampler')
-            mask_sampler = MODELS.build(ms_cfg)
-        self.mask_sampler = mask_sampler
+            mask_sampler = dict(dict(type='ADDPMaskSampler'), **(mask_sampler or {}))
+        self.mask_sampler = _build(mask_sampler)
         self.batch_predictor_passes = batch_predictor_passes
-        self.sampler = MODELS.build(sampler) if isinstance(sampler, dict) else sampler
-        self.register_buffer('pixel_mean', torch.tensor(pixel_mean, dtype=torch.float32).view(1, -1, 1, 1),
-                             persistent=False)
-        self.register_buffer('pixel_std', torch.tensor(pixel_std, dtype=torch.float32).view(1, -1, 1, 1),
-                             persistent=False)
-
-        # ---- geometry / vocabulary consistency (clear errors at build time)
-        img_size = self.backbone.img_size
-        f = int(self.tokenizer.downsample_factor)
-        if img_size[0] % f or img_size[1] % f:
-            raise ValueError(f'image size {img_size} is not divisible by the tokenizer down-sampling '
-                             f'factor {f}; choose an img_size that is a multiple of {f}.')
-        self.token_grid = (img_size[0] // f, img_size[1] // f)
-        if self.token_grid != self.backbone.grid_size:
-            raise ValueError(
-                f'image size {img_size} gives a {self.token_grid} VQ token grid (tokenizer /{f}) but a '
-                f'{self.backbone.grid_size} patch grid (patch size {self.backbone.patch_size}); '
-                'ADDP needs one patch per token: set backbone.patch_size to the tokenizer '
-                'down-sampling factor or change img_size.')
-        num_tokens = self.token_grid[0] * self.token_grid[1]
-        tp_tokens = getattr(self.token_predictor, 'num_tokens', num_tokens)
-        if tp_tokens != num_tokens:
-            raise ValueError(f'token_predictor.num_tokens={tp_tokens} but image size {img_size} gives '
-                             f'{num_tokens} tokens ({self.token_grid}); set token_predictor.num_tokens='
-                             f'{num_tokens} or change img_size.')
-        K = int(self.tokenizer.num_embeddings)
-        tp_codes = getattr(self.token_predictor, 'num_codes', None)
-        if tp_codes is not None and int(tp_codes) != K:
-            raise ValueError(
-                f'token predictor vocabulary ({tp_codes} codes) does not match the tokenizer codebook '
-                f'({K} entries); use the predictor trained with this tokenizer and set '
-                f'token_predictor.num_codes={K}.')
-        if self.neck.num_codes != K or self.neck.num_tokens != num_tokens:
-            raise ValueError(
-                f'neck built for {self.neck.num_codes} codes / {self.neck.num_tokens} tokens but the '
-                f'tokenizer has {K} codes and the image gives {num_tokens} tokens; drop num_codes/'
-                'num_tokens from the neck config (ADDP fills them in).')
-        self.num_tokens = num_tokens
-        self.num_codes = K
+        self.sampler = _build(sampler)
+        for name, value in (('pixel_mean', pixel_mean), ('pixel_std', pixel_std)):
+            self.register_buffer(
+                name, torch.tensor(value, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.token_grid = _check_geometry(self.backbone, self.neck, self.tokenizer,
+                                          self.token_predictor)
+        #: token sequence length ``h*w`` and codebook size, read by the sampler
+        self.num_tokens = self.token_grid[0] * self.token_grid[1]
+        self.num_codes = int(self.tokenizer.num_embeddings)
         self._freeze(self.tokenizer)
         self._freeze(self.token_predictor)
         if switches:
@@ -683,8 +383,4 @@ class ADDP(BaseSelfSupervisor):
         return self.sampler.predict(self, inputs, data_samples, **kwargs)
 
 
-for _cls in (ADDPViT, ADDPDecoder, ADDPLossHead, ADDP):
-    register_model(_cls)
-
-__all__ = ['ADDPViT', 'ADDPDecoder', 'ADDPLossHead', 'ADDP', 'ADDPMaskSampler', 'IMAGENET_MEAN',
-           'IMAGENET_STD']
+__all__ = ['ADDP']

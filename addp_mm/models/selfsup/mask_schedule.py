@@ -1,4 +1,5 @@
-"""ADDP's pretraining mask schedule (spec §1.2).
+"""ADDP's pretraining mask schedule (reference ``models_addp.py::random_masking``,
+``modeling/utils.py::compute_mask_ratio_probs``).
 
 Two nested token masks are drawn per iteration:
 
@@ -32,7 +33,7 @@ from addp_mm.registry import register_model
 
 
 class ADDPMaskSampler:
-    """Draw ADDP's nested ``(mask_t, mask_t_next)`` pair (spec §1.2).
+    """Draw ADDP's nested ``(mask_t, mask_t_next)`` pair (reference ``random_masking``).
 
     Args:
         ratio_min (float): Smallest mask ratio kept on the grid (inclusive).

@@ -43,7 +43,7 @@ with ``torch.load(weights_only=True)`` through
   copy of the tokenizer). Only the keys under that prefix are read, and the
   choice is logged. This happens only when the user points the *tokenizer's*
   ``checkpoint`` at such a file; the token predictor never loads ``vqgan.*``
-  (see :mod:`addp_mm.models.tokenizers.mage_predictor`).
+  (see :mod:`addp_mm.models.target_generators.mage_predictor`).
 """
 import math
 from contextlib import nullcontext

@@ -74,7 +74,8 @@ def configure_performance(model: nn.Module,
     Returns:
         dict: The switches that were applied (name -> value), for reports.
     """
-    from addp_mm.models.tokenizers import MAGETokenPredictor, VQGANTokenizer
+    from addp_mm.models.target_generators import MAGETokenPredictor
+    from addp_mm.models.tokenizers import VQGANTokenizer
     applied = {}
     if sdpa is not UNSET:
         set_sdpa(model, bool(sdpa))

@@ -1,5 +1,5 @@
 # ImageNet-1k fine-tuning of an ADDP ViT-B/16 encoder at 256x256: the recipe of the
-# official `finetune_addp_base_100ep.sh` / `main_finetune.py` (ADDP_SPEC §4.2), reported
+# official `finetune_addp_base_100ep.sh` / `main_finetune.py`, reported
 # top-1 83.9. Total batch 1024 (8 GPUs x 128); lr 4e-3 = blr 1e-3 x 1024/256.
 #
 #   CFG=configs/addp/benchmarks/vit-base-p16_addp-pre_8xb128-coslr-100e_in1k-256px.py

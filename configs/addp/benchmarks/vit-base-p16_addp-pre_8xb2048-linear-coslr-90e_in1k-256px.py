@@ -1,5 +1,5 @@
 # Linear probing of a frozen ADDP ViT-B/16 encoder on ImageNet-1k, MAE protocol
-# (He et al. 2022, `main_linprobe.py`; ADDP released no linear-probe code, ADDP_SPEC §4.3):
+# (He et al. 2022, `main_linprobe.py`; ADDP released no linear-probe code):
 #   * frozen encoder; features -> BatchNorm1d(affine=False, eps=1e-6) -> Linear
 #     (weight trunc-normal std 0.01, bias 0);
 #   * LARS, momentum 0.9, weight decay 0, lr = blr 0.1 x 16384/256 = 6.4 at total batch

@@ -63,7 +63,7 @@ from addp_mm.models.layers import Block, MlmLayer, init_linear_layernorm, set_sd
 from addp_mm.registry import register_model
 from addp_mm.utils.checkpoint import (CheckpointError, check_state_dict,
                                       load_external_state_dict)
-from .vqgan import frozen_precision, maybe_compile, parse_frozen_dtype
+from addp_mm.models.tokenizers.vqgan import frozen_precision, maybe_compile, parse_frozen_dtype
 
 __all__ = ['MAGETokenPredictor', 'convert_mage_state_dict', 'MAGE_UNUSED_KEYS',
            'MAGE_UNUSED_PREFIXES']

@@ -1,0 +1,1 @@
+from .addp_head import *  # noqa: F401,F403

@@ -1,0 +1,1 @@
+from .vqgan_losses import *  # noqa: F401,F403

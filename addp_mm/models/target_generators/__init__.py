@@ -1,0 +1,1 @@
+from .mage_predictor import *  # noqa: F401,F403
