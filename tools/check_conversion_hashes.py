@@ -31,7 +31,7 @@ from typing import Callable, Dict
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-for _p in (ROOT, osp.join(ROOT, 'tests', 'test_addp'), osp.join(ROOT, 'tests', 'test_tokenizers')):
+for _p in (ROOT, osp.join(ROOT, 'tests')):  # tests/helpers: the fixture model and official layouts
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
@@ -48,7 +48,7 @@ def hash_dict(sd: Dict[str, torch.Tensor]) -> Dict[str, str]:
 
 
 def _encoders(tmp: str, addp_file: str, converted: str) -> Dict[str, Callable]:
-    from addp_test_utils import load_fixture
+    from helpers.addp import load_fixture
 
     from addp_mm.models.backbones import ADDPViTDet, ADDPVisionTransformer
     a = load_fixture()['meta']['config']['addp']
@@ -81,8 +81,8 @@ def _encoders(tmp: str, addp_file: str, converted: str) -> Dict[str, Callable]:
 
 
 def collect() -> Dict[str, Dict[str, str]]:
-    from addp_test_utils import build_fixture_model, converter, load_fixture
-    from tokenizer_testlib import official_mage_sd, official_vqgan_sd
+    from helpers.addp import build_fixture_model, converter, load_fixture
+    from helpers.tokenizers import official_mage_sd, official_vqgan_sd
 
     import addp_mm  # noqa: F401
     from addp_mm.models.target_generators.mage_predictor import convert_mage_state_dict

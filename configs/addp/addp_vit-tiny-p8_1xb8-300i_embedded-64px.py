@@ -5,9 +5,9 @@
 #
 # ---------------------------------------------------------------- user paths
 # Tiny frozen parts: there are no released tiny weights. The tests write random
-# ones (make_tiny_frozen_checkpoints in tests/test_addp/addp_test_utils.py) and pass them
+# ones (make_tiny_frozen_checkpoints in tests/helpers/addp.py) and pass them
 # with --cfg-options model.tokenizer.checkpoint=... model.token_predictor.checkpoint=...
-# Run first: no tiny frozen weights exist; write random ones with make_tiny_frozen_checkpoints (tests/test_addp/addp_test_utils.py) and pass them with --cfg-options model.tokenizer.checkpoint=... model.token_predictor.checkpoint=...
+# Run first: no tiny frozen weights exist; write random ones with make_tiny_frozen_checkpoints (tests/helpers/addp.py) and pass them with --cfg-options model.tokenizer.checkpoint=... model.token_predictor.checkpoint=...
 tokenizer_checkpoint = 'checkpoints/addp_tiny/vqgan_tiny.pth'
 predictor_checkpoint = 'checkpoints/addp_tiny/mage_tiny.pth'
 data_root = 'data/embedded_photos'

@@ -1,7 +1,7 @@
 # Tiny CPU config used by the tests (and handy for smoke runs): a 2-block,
 # 32-wide ADDPViTDet (window 2, one global block) + ADDPSimpleFPN + a slim
 # Mask R-CNN on 128 px images of a tiny COCO-format dataset. Not a recipe.
-# Run first: nothing writes data/tiny_coco/: the tests generate it (write_tiny_coco in tests/test_detection/addp_det_helpers.py) and pass --cfg-options *.dataset.data_root=...; for a standalone run use configs/demo/mask-rcnn_addp-vit-tiny-p4_simple-fpn_1xb4-150i_synthetic-coco-128px.py
+# Run first: nothing writes data/tiny_coco/: the tests generate it (write_tiny_coco in tests/helpers/detection.py) and pass --cfg-options *.dataset.data_root=...; for a standalone run use configs/demo/mask-rcnn_addp-vit-tiny-p4_simple-fpn_1xb4-150i_synthetic-coco-128px.py
 _base_ = ['./mask-rcnn_addp-vit-base-p16_simple-fpn_lsj-100e_coco.py']
 
 data_root = 'data/tiny_coco/'  # tests override this with --cfg-options

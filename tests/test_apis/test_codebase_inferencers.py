@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+from addp_mm.testing import REPO_ROOT as ROOT
 CLS_CFG = osp.join(ROOT, 'configs', 'addp', 'benchmarks', 'vit-tiny24-p16_addp-pre_1xb4-2e_demo-64px.py')
 DET_CFG = osp.join(ROOT, 'configs', 'addp_det', 'mask-rcnn_addp-vit-tiny_simple-fpn_test_coco.py')
 SEG_CFG = osp.join(ROOT, 'configs', 'addp_seg', 'addp-vit-tiny_upernet_test_ade20k-64x64.py')

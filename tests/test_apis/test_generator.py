@@ -2,17 +2,14 @@
 and by mask, per-call sampler options, written files and clear errors."""
 import os
 import os.path as osp
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-HERE = osp.dirname(osp.abspath(__file__))
-ROOT = osp.dirname(osp.dirname(HERE))
-sys.path.insert(0, osp.join(ROOT, 'tests', 'test_generation'))
-from gen_test_utils import TINY_GEN_CFG, build_tiny_addp  # noqa: E402
+from addp_mm.testing import REPO_ROOT as ROOT
+from helpers.generation import TINY_GEN_CFG, build_tiny_addp
 
 
 @pytest.fixture(scope='module')

@@ -3,16 +3,13 @@ served page called through gradio_client."""
 import importlib.util
 import os.path as osp
 import socket
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-HERE = osp.dirname(osp.abspath(__file__))
-ROOT = osp.dirname(osp.dirname(HERE))
-sys.path.insert(0, osp.join(ROOT, 'tests', 'test_generation'))
-from gen_test_utils import TINY_GEN_CFG, build_tiny_addp  # noqa: E402
+from addp_mm.testing import REPO_ROOT as ROOT
+from helpers.generation import TINY_GEN_CFG, build_tiny_addp
 
 
 def _load_app():

@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+from addp_mm.testing import REPO_ROOT as ROOT
 ZOO_DIRS = ('addp', 'addp_gen', 'addp_det', 'addp_seg')
 
 

@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+from addp_mm.testing import REPO_ROOT as REPO
+
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope='module')
