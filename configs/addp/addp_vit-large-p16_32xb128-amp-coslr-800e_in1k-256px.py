@@ -1,21 +1,18 @@
 # ADDP ViT-L/16 pretraining, official recipe (reference
 # ``configs/release/large/pretrain_*.sh``): as ViT-B but with a
 # 1024-wide, 24-block encoder, a 1024-wide decoder (8 blocks, 16 heads), the
-# MAGE ViT-L predictor, and 800 epochs.
+# MAGE ViT-L predictor (checkpoints/mage-vitl-1600.pth, from the MAGE README,
+# github.com/LTH14/mage), and 800 epochs.
 # Run first: download vqgan_jax_strongaug.ckpt and mage-vitl-1600.pth into checkpoints/ and put ImageNet under data/imagenet/ (README: External checkpoints)
-_base_ = ['./addp_vit-base-p16_32xb128-amp-coslr-1600e_in1k-256px.py']
+_base_ = [
+    '../_base_/models/addp_vit-large-p16.py',
+    '../_base_/datasets/imagenet_bs128_addp-256px.py',
+    '../_base_/schedules/adamw-amp_coslr-1600e_bs4096_addp.py',
+    '../_base_/default_runtime.py',
+]
 
-# ---------------------------------------------------------------- user paths
-# mage-vitl-1600.pth: MAGE ViT-L token predictor (MAGE README, github.com/LTH14/mage)
-predictor_checkpoint = 'checkpoints/mage-vitl-1600.pth'
-
-model = dict(
-    backbone=dict(embed_dims=1024, num_layers=24, num_heads=16),
-    neck=dict(in_channels=1024, embed_dims=1024, num_layers=8, num_heads=16),
-    token_predictor=dict(
-        embed_dims=1024, depth=24, num_heads=16, decoder_embed_dims=1024, decoder_depth=8,
-        decoder_num_heads=16, checkpoint=predictor_checkpoint),
-)
+# the release's frozen-predictor dropout, as in the ViT-B config
+model = dict(token_predictor=dict(train_dropout=True))
 
 max_epochs = 800
 warmup_epochs = 40
@@ -26,3 +23,5 @@ param_scheduler = [
          begin=warmup_epochs, end=max_epochs, convert_to_iter_based=True),
 ]
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
+
+custom_hooks = [dict(type='ADDPVisualizationHook', interval=5000, num_images=4)]

@@ -4,13 +4,13 @@
 # split by a random boundary, coins and horses pasted with their real masks;
 # classes grass, gravel, brick, coin, horse). Reports mIoU on its val split.
 #
-# It is D's tiny config (configs/addp_seg/addp-vit-tiny_upernet_test_ade20k-64x64.py)
+# It is D's tiny config (configs/tests/addp-vit-tiny_upernet_test_ade20k-64x64.py)
 # with the demo encoder (patch 4, 64 wide, 4 blocks -> a 16x16 map, rescaled
 # x2, x1, x0.5, x0.25) and whole-image inference on 64x64 images.
 # Scaling up = configs/addp_seg/addp-vit-base-p16_upernet_8xb2-amp-160k_ade20k-512x512.py
 # (`pretrained` = your ADDP checkpoint, `data_root` = ADE20k).
 # Run first: python tools/demo.py (it writes the data under work_dirs/demo/data/ and the stage-3 encoder work_dirs/demo/addp/iter_1500.pth; --data-only writes just the data)
-_base_ = ['../addp_seg/addp-vit-tiny_upernet_test_ade20k-64x64.py']
+_base_ = ['../tests/addp-vit-tiny_upernet_test_ade20k-64x64.py']
 
 # ---------------------------------------------------------------- user paths
 pretrained = 'work_dirs/demo/addp/iter_1500.pth'  # an ADDP pretraining checkpoint

@@ -10,7 +10,7 @@ import torch
 from addp_mm.testing import REPO_ROOT as ROOT
 FIXTURE = osp.join(ROOT, 'tests', 'data', 'addp_official_tiny_v1.pt')
 KEYS_DIR = osp.join(ROOT, 'tests', 'data', 'checkpoint_keys')
-TINY_CFG = osp.join(ROOT, 'configs', 'addp', 'addp_vit-tiny-p8_1xb8-300i_embedded-64px.py')
+TINY_CFG = osp.join(ROOT, 'configs', 'tests', 'addp_vit-tiny-p8_1xb8-300i_embedded-64px.py')
 BASE_CFG = osp.join(ROOT, 'configs', 'addp', 'addp_vit-base-p16_32xb128-amp-coslr-1600e_in1k-256px.py')
 LARGE_CFG = osp.join(ROOT, 'configs', 'addp', 'addp_vit-large-p16_32xb128-amp-coslr-800e_in1k-256px.py')
 

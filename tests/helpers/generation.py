@@ -9,7 +9,7 @@ import torch
 
 from addp_mm.testing import REPO_ROOT as ROOT
 
-TINY_GEN_CFG = osp.join(ROOT, 'configs', 'addp_gen', 'addp_vit-tiny-p8_iterdec-cosine-8step_embedded-64px.py')
+TINY_GEN_CFG = osp.join(ROOT, 'configs', 'tests', 'addp_vit-tiny-p8_iterdec-cosine-8step_embedded-64px.py')
 
 
 def build_tiny_addp(seed: int = 0):

@@ -1,6 +1,7 @@
 """The model index: every zoo config is listed by mmpretrain after `import addp_mm`, every
 metafile entry points at a real config and README, and every entry builds."""
 import glob
+import os
 import os.path as osp
 
 import pytest
@@ -12,15 +13,19 @@ ZOO_DIRS = ('addp', 'addp_gen', 'addp_det', 'addp_seg')
 
 
 def zoo_configs():
-    """Config files of the zoo folders; toy/test configs (tiny models) are not zoo entries."""
+    """Config files of the zoo folders (toy and test configs live in configs/demo, configs/tests)."""
     out = {}
     for d in ZOO_DIRS:
         for path in glob.glob(osp.join(ROOT, 'configs', d, '**', '*.py'), recursive=True):
-            name = osp.basename(path)[:-3]
-            if '_base_' in path or 'tiny' in name:
-                continue
-            out[name] = osp.relpath(path, ROOT)
+            if '_base_' not in path.split(os.sep):
+                out[osp.basename(path)[:-3]] = osp.relpath(path, ROOT)
     return out
+
+
+def test_zoo_folders_hold_no_test_configs():
+    """Tiny models and test-only configs sit in configs/tests, not among the zoo entries."""
+    misplaced = [rel for name, rel in zoo_configs().items() if 'tiny' in name or '_test_' in name]
+    assert not misplaced, f'move these to configs/tests/: {misplaced}'
 
 
 def metafile_models():

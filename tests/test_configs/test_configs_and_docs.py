@@ -17,7 +17,7 @@ CONFIGS = sorted(p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), r
                  if '_base_' not in p.split(os.sep))
 #: configs whose data is generated on first use and that need no other file
 RUNS_AS_WRITTEN = {
-    'configs/embedded/vit-tiny-p8_1xb16-20i_embedded-32px.py',
+    'configs/tests/vit-tiny-p8_1xb16-20i_embedded-32px.py',
     'configs/demo/vqgan_ch32-f4-k128_1xb16-600i_embedded-32px.py',
     'configs/demo/vit-tiny-p4_random-init_linear-probe_1xb64-150i_embedded-32px.py',
 }
@@ -250,7 +250,7 @@ def test_missing_tiny_frozen_weights_do_not_say_download(tmp_path, monkeypatch):
     from mmengine.config import Config
     from mmpretrain.registry import MODELS
     monkeypatch.chdir(tmp_path)
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'addp', 'addp_vit-tiny-p8_1xb8-300i_embedded-64px.py'))
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'tests', 'addp_vit-tiny-p8_1xb8-300i_embedded-64px.py'))
     with pytest.raises(FileNotFoundError) as err:
         MODELS.build(cfg.model)
     assert 'Download' not in str(err.value) and 'config header' in str(err.value)

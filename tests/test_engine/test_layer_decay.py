@@ -13,7 +13,7 @@ from addp_mm.engine.optimizers import ADDPLayerDecayOptimWrapperConstructor
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
-DET_TINY = osp.join(REPO, 'configs/addp_det/mask-rcnn_addp-vit-tiny_simple-fpn_test_coco.py')
+DET_TINY = osp.join(REPO, 'configs/tests/mask-rcnn_addp-vit-tiny_simple-fpn_test_coco.py')
 
 
 def _groups(model, optim_cfg):

@@ -11,7 +11,7 @@ from addp_mm.testing import REPO_ROOT, run_tool
 
 pytestmark = pytest.mark.e2e
 
-TINY = osp.join(REPO_ROOT, 'configs', 'addp', 'addp_vit-tiny-p8_1xb8-300i_embedded-64px.py')
+TINY = osp.join(REPO_ROOT, 'configs', 'tests', 'addp_vit-tiny-p8_1xb8-300i_embedded-64px.py')
 BENCH = osp.join(REPO_ROOT, 'tools', 'benchmark.py')
 COMMON = ['--config', TINY, '--threads', '1', '--warmup', '0', '--repeat', '1']
 

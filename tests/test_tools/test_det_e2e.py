@@ -11,7 +11,7 @@ from helpers.detection import (REPO, coco_cfg_options, read_train_losses, run_te
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
-DET_TINY = osp.join(REPO, 'configs/addp_det/mask-rcnn_addp-vit-tiny_simple-fpn_test_coco.py')
+DET_TINY = osp.join(REPO, 'configs/tests/mask-rcnn_addp-vit-tiny_simple-fpn_test_coco.py')
 DROPIN = osp.join(REPO, 'configs/addp_det/mask-rcnn_addp-vit-base-p16_dropin_1x_coco.py')
 
 

@@ -20,8 +20,7 @@ from PIL import Image
 
 pytestmark = pytest.mark.e2e
 
-CFG = osp.join(ROOT, 'configs', 'addp', 'benchmarks',
-               'vit-tiny24-p16_addp-pre_1xb4-2e_demo-64px.py')
+CFG = osp.join(ROOT, 'configs', 'tests', 'vit-tiny24-p16_addp-pre_1xb4-2e_demo-64px.py')
 TRAIN = osp.join(ROOT, 'tools', 'train.py')
 TEST = osp.join(ROOT, 'tools', 'test.py')
 CLASSES = ['n0001', 'n0002', 'n0003', 'n0004']

@@ -12,7 +12,7 @@ import torch
 from addp_mm.testing import REPO_ROOT as ROOT
 from addp_mm.testing import run_tool
 
-CFG = osp.join(ROOT, 'configs', 'embedded', 'vit-tiny-p8_1xb16-20i_embedded-32px.py')
+CFG = osp.join(ROOT, 'configs', 'tests', 'vit-tiny-p8_1xb16-20i_embedded-32px.py')
 TRAIN = osp.join(ROOT, 'tools', 'train.py')
 TEST = osp.join(ROOT, 'tools', 'test.py')
 

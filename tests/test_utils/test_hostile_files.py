@@ -20,8 +20,8 @@ from addp_mm.testing import REPO_ROOT as ROOT
 
 TOOLS = osp.join(ROOT, 'tools')
 CONVERTERS = osp.join(TOOLS, 'model_converters')
-CLS_CFG = osp.join(ROOT, 'configs', 'embedded', 'vit-tiny-p8_1xb16-20i_embedded-32px.py')
-GEN_CFG = osp.join(ROOT, 'configs', 'addp_gen', 'addp_vit-tiny-p8_iterdec-cosine-8step_embedded-64px.py')
+CLS_CFG = osp.join(ROOT, 'configs', 'tests', 'vit-tiny-p8_1xb16-20i_embedded-32px.py')
+GEN_CFG = osp.join(ROOT, 'configs', 'tests', 'addp_vit-tiny-p8_iterdec-cosine-8step_embedded-64px.py')
 
 
 # ----------------------------------------------------------------- payloads

@@ -13,8 +13,8 @@ TOOLS = osp.join(ROOT, 'tools')
 TRAIN = osp.join(TOOLS, 'train.py')
 TEST = osp.join(TOOLS, 'test.py')
 CONVERTERS = osp.join(TOOLS, 'model_converters')
-CLS_CFG = osp.join(ROOT, 'configs', 'embedded', 'vit-tiny-p8_1xb16-20i_embedded-32px.py')
-GEN_CFG = osp.join(ROOT, 'configs', 'addp_gen', 'addp_vit-tiny-p8_iterdec-cosine-8step_embedded-64px.py')
+CLS_CFG = osp.join(ROOT, 'configs', 'tests', 'vit-tiny-p8_1xb16-20i_embedded-32px.py')
+GEN_CFG = osp.join(ROOT, 'configs', 'tests', 'addp_vit-tiny-p8_iterdec-cosine-8step_embedded-64px.py')
 
 
 def _run(script, argv, monkeypatch, capsys, expect_exit=True):
@@ -264,7 +264,7 @@ def test_test_tool_mmseg_out_folder_is_moved_into_place_after_metrics(tmp_path, 
     from mmseg.registry import MODELS
 
     from addp_mm.testing import save_runner_checkpoint
-    cfg_path = osp.join(ROOT, 'configs', 'addp_seg', 'addp-vit-tiny_upernet_test_ade20k-64x64.py')
+    cfg_path = osp.join(ROOT, 'configs', 'tests', 'addp-vit-tiny_upernet_test_ade20k-64x64.py')
     ade = write_tiny_ade(str(tmp_path / 'ade'), n_train=1, n_val=2)
     init_default_scope('mmseg')
     model = MODELS.build(Config.fromfile(cfg_path).model)

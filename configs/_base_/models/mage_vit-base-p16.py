@@ -10,7 +10,6 @@
 # Nothing is downloaded at run time. The file's embedded `vqgan.*` copy is NOT
 # loaded: the tokenizer reads its own checkpoint (see
 # addp_mm/models/target_generators/mage_predictor.py).
-custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
 
 mage_checkpoint = 'checkpoints/mage-vitb-1600.pth'
 

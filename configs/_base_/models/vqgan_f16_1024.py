@@ -10,7 +10,6 @@
 # Nothing is downloaded at run time. The official file loads as is (tensors at
 # the top level or under 'state_dict'); tools/model_converters/vqgan_to_mm.py
 # writes an mmengine-style copy if you prefer.
-custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
 
 vqgan_checkpoint = 'checkpoints/vqgan_jax_strongaug.ckpt'
 

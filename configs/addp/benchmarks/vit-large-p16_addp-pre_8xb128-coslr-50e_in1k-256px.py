@@ -15,7 +15,7 @@ val_ann_file = 'meta/val.txt'  # '' for the class-folder layout
 
 model = dict(
     backbone=dict(
-        arch='large',
+        arch='l',
         drop_path_rate=0.2,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained_ckpt, prefix='backbone.')),
     head=dict(in_channels=1024))

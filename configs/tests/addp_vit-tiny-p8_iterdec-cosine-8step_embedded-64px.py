@@ -1,12 +1,12 @@
 # Tiny ADDP generation config for tests and CPU demos: the tiny pretraining
-# model of configs/addp/addp_vit-tiny-p8_1xb8-300i_embedded-64px.py (64 px,
+# model of configs/tests/addp_vit-tiny-p8_1xb8-300i_embedded-64px.py (64 px,
 # 8x8 tokens), 8 cosine steps, a handful of samples. Checkpoints come from
 # training that config (tools/train.py); there are no released tiny weights.
 #
-#   python tools/test.py configs/addp_gen/addp_vit-tiny-p8_iterdec-cosine-8step_embedded-64px.py CKPT \
+#   python tools/test.py configs/tests/addp_vit-tiny-p8_iterdec-cosine-8step_embedded-64px.py CKPT \
 #       --cfg-options test_evaluator.inception_weights=PATH test_evaluator.reference=REF_DIR
-# Run first: this config evaluates and samples a trained model (tools/test.py, tools/sample.py above); train one with configs/addp/addp_vit-tiny-p8_1xb8-300i_embedded-64px.py
-_base_ = ['../addp/addp_vit-tiny-p8_1xb8-300i_embedded-64px.py']
+# Run first: this config evaluates and samples a trained model (tools/test.py, tools/sample.py above); train one with configs/tests/addp_vit-tiny-p8_1xb8-300i_embedded-64px.py
+_base_ = ['./addp_vit-tiny-p8_1xb8-300i_embedded-64px.py']
 
 # the generation dataset/metric/sampler live in addp_mm (datasets.generation is
 # imported explicitly so the config works whatever addp_mm.datasets exports)

@@ -2,7 +2,7 @@
 # 32-wide ADDPViTDet (window 2, one global block) + ADDPSimpleFPN + a slim
 # Mask R-CNN on 128 px images of a tiny COCO-format dataset. Not a recipe.
 # Run first: nothing writes data/tiny_coco/: the tests generate it (write_tiny_coco in tests/helpers/detection.py) and pass --cfg-options *.dataset.data_root=...; for a standalone run use configs/demo/mask-rcnn_addp-vit-tiny-p4_simple-fpn_1xb4-150i_synthetic-coco-128px.py
-_base_ = ['./mask-rcnn_addp-vit-base-p16_simple-fpn_lsj-100e_coco.py']
+_base_ = ['../addp_det/mask-rcnn_addp-vit-base-p16_simple-fpn_lsj-100e_coco.py']
 
 data_root = 'data/tiny_coco/'  # tests override this with --cfg-options
 classes = ('box', 'disk')

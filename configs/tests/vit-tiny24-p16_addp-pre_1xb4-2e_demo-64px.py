@@ -4,7 +4,7 @@
 # warmup + cosine) with a 24-wide 2-block encoder (the size of the official-format tiny
 # fixture), 64x64 inputs and an ImageNet-format folder of a few images.
 #
-#   python tools/train.py configs/addp/benchmarks/vit-tiny24-p16_addp-pre_1xb4-2e_demo-64px.py \
+#   python tools/train.py configs/tests/vit-tiny24-p16_addp-pre_1xb4-2e_demo-64px.py \
 #       --work-dir work_dirs/demo --cfg-options model.backbone.init_cfg.checkpoint=TINY_ADDP.pth
 # Run first: put a few images in class folders under data/tiny_imagenet_format/{train,val}/<class>/ (nothing generates them) and set both ann files to ''
 _base_ = ['mmpretrain::_base_/default_runtime.py']
