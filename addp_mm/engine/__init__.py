@@ -1,3 +1,3 @@
 from . import hooks, optimizers  # noqa: F401
-from .amp import ADDPCPUAmpOptimWrapper  # noqa: F401
+from .amp import ADDPAmpOptimWrapper, ADDPCPUAmpOptimWrapper  # noqa: F401
 from .dist import CPUDistributedDataParallel  # noqa: F401
