@@ -1,24 +1,26 @@
-"""Micro-benchmarks for addp_mm (CPU or GPU), printed as a markdown table.
+"""Benchmarks of addp_mm (CPU or GPU), printed as markdown tables.
 
-Usage::
+The library behind ``tools/benchmark.py`` (the command line) and
+``tools/gpu_check.sh``. Usage::
 
-    python tools/benchmark.py frozen  [--batch 2] [--img-size 256] [--repeat 5] [--append]
-    python tools/benchmark.py train   [--config CFG] [--preset plain|fast] [--dtype fp32|bf16]
-    python tools/benchmark.py sample  [--config CFG] [--preset plain|fast] [--dtype fp32|bf16]
-    python tools/benchmark.py compare [--config CFG] [--what train,sample] [--threads 2] [--append]
+    python tools/benchmark.py frozen    [--batch 2] [--img-size 256] [--repeat 5] [--append]
+    python tools/benchmark.py train     [--config CFG] [--preset plain|fast|config] [--dtype fp32|bf16]
+    python tools/benchmark.py trainstep [--config CFG] [--batch 64]
+    python tools/benchmark.py sample    [--config CFG] [--preset plain|fast|config] [--dtype fp32|bf16]
+    python tools/benchmark.py compare   [--config CFG] [--what train,sample] [--threads 2] [--append]
+    python tools/benchmark.py summary   JSON... [--append]
 
 Common options: ``--batch`` (``--batch-size``), ``--warmup``, ``--repeat``
 (``--runs``), ``--threads``, ``--device cpu|cuda``, ``--append`` (to
 ``docs/benchmarks.md``, with the machine, library versions and load average),
-``--note``.
+``--note``, ``--json`` (raw result for ``summary``).
 
-Each benchmark is a subcommand registered in ``BENCHMARKS``: a function that
-adds its arguments to a sub-parser and a function that returns a
-:class:`BenchResult`. The shared helpers time a callable (warm-up, then the
-median of several runs), describe the machine and library versions, render a
-markdown table and, with ``--append``, append it to ``docs/benchmarks.md``.
-To add e.g. a training-step or sampling benchmark, write the two functions and
-add one entry to ``BENCHMARKS``.
+Each benchmark is a subcommand registered in :data:`BENCHMARKS`: a function
+that adds its arguments to a sub-parser and a function that returns a
+:class:`BenchResult` (or the finished markdown). The shared helpers time a
+callable (warm-up, then the median of several runs), describe the machine and
+library versions, render a markdown table and, with ``--append``, append it to
+``docs/benchmarks.md``.
 
 Benchmarks run with random weights (timings do not depend on the values), so
 no checkpoint is needed.
@@ -32,25 +34,36 @@ Subcommands:
         tokenizer encode, token predictor (both passes), tokenizer decode of
         x_t, encoder forward, decoder forward, backward and optimizer step,
         plus the peak memory of the step.
+    trainstep: exactly what ``tools/train.py`` runs for ``--config``: the
+        config's model (its own performance switches), its optimizer wrapper
+        (``--amp`` as ``tools/train.py`` applies it) and cuDNN setting, and
+        ``model.train_step`` on uint8 batches through the data preprocessor
+        with the model's own mask draws. Reports ms/step, images/s, the peak
+        memory and the model-FLOPs utilisation: the FLOPs of one step counted
+        with ``torch.utils.flop_counter`` over the time of a step, against a
+        large bf16 matmul measured on the same device in the same run.
     sample: one sampling step at 50 % masked tokens (encoder + decoder, VQ
         decode) and a full ``--steps`` (20) step unconditional sampling run
         (images/s), plus peak memory.
     compare: runs ``train`` and/or ``sample`` for the plain fp32 eager path,
-        the optimised fp32 path and the optimised bf16 path, each in a fresh
-        subprocess (clean peak-memory numbers), and prints them side by side
-        with the speed-up ratios and the issue's targets.
-    ampcheck: a few bf16 AMP training steps through ``model.train_step`` and
-        the optimizer wrapper ``tools/train.py --amp`` uses (mmengine
-        ``AmpOptimWrapper(dtype='bfloat16')`` on CUDA, ``ADDPCPUAmpOptimWrapper``
-        on the CPU); exits with status 1 unless every loss is finite.
+        the optimised fp32 path and the optimised bf16 path in one process
+        (interleaved), and prints them side by side with the speed-up ratios.
+    ampcheck: a few AMP training steps through ``model.train_step`` and the
+        optimizer wrapper ``tools/train.py --amp`` uses
+        (:class:`~addp_mm.engine.amp.ADDPAmpOptimWrapper`, bf16); exits with
+        status 1 unless every loss is finite.
+    summary: one table from the ``--json`` files of ``trainstep``, ``train``
+        and ``sample`` runs (what ``tools/gpu_check.sh`` prints), with the
+        performance targets.
 
 Switch presets (``addp_mm.models.utils.performance.PRESETS``): ``plain`` =
 every performance switch off (the straightforward fp32 eager path); ``fast``
 = SDPA attention, channels-last + fused SiLU in the VQGAN, both predictor
-passes in one batch, no encoder / VQ decode while every token is masked.
-``--dtype bf16`` adds bf16 autocast around the whole step (what ``tools/train.py
---amp`` does) and ``frozen_dtype='bf16'`` for the VQGAN and the predictor.
-``--compile`` adds ``torch.compile`` of the VQGAN and the predictor.
+passes in one batch, no encoder / VQ decode while every token is masked;
+``config`` = the switches the config itself sets (what ``tools/train.py`` and
+``tools/sample.py`` run). ``--dtype bf16`` adds bf16 autocast around the whole
+step and ``frozen_dtype='bf16'`` for the VQGAN and the predictor. ``--compile``
+adds ``torch.compile`` of the VQGAN and the predictor.
 
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` minus the memory
 allocated before the first measured step. On the CPU the peak resident set
@@ -81,10 +94,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
+from torch import Tensor
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+#: The repository root (configs/, docs/ and tools/ live there).
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+#: The command line that wraps this module (memory runs start it as a subprocess).
+TOOL = osp.join(ROOT, 'tools', 'benchmark.py')
 DEFAULT_OUT = osp.join(ROOT, 'docs', 'benchmarks.md')
 DEFAULT_ADDP_CONFIG = osp.join(ROOT, 'configs', 'addp',
                                'addp_vit-base-p16_32xb128-amp-coslr-1600e_in1k-256px.py')
@@ -364,8 +379,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--config', default=DEFAULT_ADDP_CONFIG,
                    help='ADDP pretraining/generation config (official ViT-B by default); '
                    'built with random weights, no checkpoint is read')
-    p.add_argument('--preset', choices=['plain', 'fast'], default='fast',
-                   help='performance switches (addp_mm.models.utils.performance.PRESETS)')
+    p.add_argument('--preset', choices=['plain', 'fast', 'config'], default='fast',
+                   help='performance switches (addp_mm.models.utils.performance.PRESETS); '
+                   "'config' keeps the config's own (what tools/train.py and tools/sample.py run)")
+    p.add_argument('--label', default=None, help='name of this run in the summary table')
     p.add_argument('--dtype', choices=['fp32', 'bf16'], default='fp32',
                    help='bf16: autocast over the step and frozen_dtype=bf16')
     p.add_argument('--compile', action='store_true', help='torch.compile the frozen parts')
@@ -406,14 +423,20 @@ def build_addp(args: argparse.Namespace, device: torch.device, with_sampler: boo
 
 # ------------------------------------------------ configurations (switch sets)
 def apply_config(model, preset: str, dtype: str, compile_: bool = False) -> Dict[str, object]:
-    """Set the switches of ``preset`` (+ ``frozen_dtype='bf16'`` for bf16) on ``model``."""
-    from addp_mm.models.utils.performance import PRESETS, configure_performance
-    switches = dict(PRESETS[preset])
+    """Set the switches of ``preset`` (+ ``frozen_dtype='bf16'`` for bf16) on
+    ``model``; ``preset='config'`` keeps the model's own switches."""
+    from addp_mm.models.utils.performance import (PRESETS, configure_performance,
+                                                  describe_performance)
+    switches = {} if preset == 'config' else dict(PRESETS[preset])
     if dtype == 'bf16':
         switches['frozen_dtype'] = 'bf16'
     if compile_:
         switches['compile'] = True
-    return configure_performance(model, **switches)
+    applied = configure_performance(model, **switches)
+    if preset == 'config':
+        applied = {k: (str(v).replace('torch.', '') if isinstance(v, torch.dtype) else v)
+                   for k, v in describe_performance(model).items()}
+    return applied
 
 
 def _autocast(dtype: str, device: torch.device):
@@ -519,7 +542,9 @@ class SampleBench:
         timer.reset()
         timer._sync()
         t0 = time.perf_counter()
-        with torch.no_grad(), _autocast(dtype, self.device):
+        # the sampler's own precision switch applies as in sampler.sample()
+        with torch.no_grad(), _autocast(dtype, self.device), \
+                sampler.autocast_context(self.device.type):
             out = sampler.denoise_step(model, self.x, self.tokens, self.mask, self.args.steps // 2,
                                        self.num_unknown, self.make_generators(self.seeds, self.device))
             probs = out['logits'].softmax(dim=-1)
@@ -632,7 +657,7 @@ COMPARE_CONFIGS: List[Tuple[str, str, str]] = [
     ('optimised fp32', 'fast', 'fp32'),
     ('optimised bf16', 'fast', 'bf16'),
 ]
-#: (benchmark, row, label, config index, minimum speed-up) from issue 10.
+#: (benchmark, row, label, config index, minimum speed-up over the plain path) reported by compare.
 TARGETS = [
     ('train', '**training step (total)**', 'training step, optimised fp32', 1, 1.3),
     ('train', '**training step (total)**', 'training step, bf16', 2, 5.0),
@@ -650,7 +675,7 @@ def add_compare_args(p: argparse.ArgumentParser) -> None:
 
 
 def _memory_child(args, bench: str, preset: str, dtype: str, out: str) -> List[str]:
-    cmd = [sys.executable, osp.abspath(__file__), bench, '--config', args.config, '--preset', preset,
+    cmd = [sys.executable, TOOL, bench, '--config', args.config, '--preset', preset,
            '--dtype', dtype, '--batch-size', str(args.batch_size), '--warmup', '0', '--runs', '1',
            '--device', args.device, '--seed', str(args.seed), '--steps', str(args.steps),
            '--json', out, '--full-runs', '0', '--full-warmup', '0']
@@ -798,7 +823,7 @@ def render_compare(args, device, what, results, loads) -> str:
                          + ' | '.join(ratios) + ' |')
             for ci, v in enumerate(vals):
                 medians[(name, mname, ci)] = v
-    lines += ['', '### targets (issue 10)', '', '| target | measured | status |', '| --- | ---: | --- |']
+    lines += ['', '### speed-up targets', '', '| target | measured | status |', '| --- | ---: | --- |']
     for name, row, label, ci, need in TARGETS:
         base, new = medians.get((name, row, 0)), medians.get((name, row, ci))
         if base is None or new is None or new <= 0:
@@ -823,31 +848,29 @@ def add_ampcheck_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--lr', type=float, default=1e-4)
 
 
-def amp_optim_wrapper_cfg(device: torch.device, lr: float) -> dict:
-    """The optimizer wrapper ``tools/train.py --amp`` uses, in bf16.
-
-    CUDA: mmengine's ``AmpOptimWrapper`` with ``dtype='bfloat16'``; CPU:
-    ``ADDPCPUAmpOptimWrapper`` (bf16 autocast, no loss scaling).
-    """
+def ampcheck_wrapper_cfg(device: torch.device, lr: float) -> dict:
+    """The optimizer wrapper ``tools/train.py --amp`` builds for an mmpretrain
+    config with a plain ``OptimWrapper`` (AdamW, clip 3.0)."""
+    from addp_mm.engine.amp import amp_optim_wrapper_cfg
     optimizer = dict(type='AdamW', lr=lr, betas=(0.9, 0.95), weight_decay=0.05)
-    if device.type == 'cuda':
-        return dict(type='AmpOptimWrapper', dtype='bfloat16', optimizer=optimizer,
-                    clip_grad=dict(max_norm=3.0))
-    return dict(type='ADDPCPUAmpOptimWrapper', dtype='bfloat16', optimizer=optimizer,
-                clip_grad=dict(max_norm=3.0))
+    return amp_optim_wrapper_cfg(dict(type='OptimWrapper', optimizer=optimizer,
+                                      clip_grad=dict(max_norm=3.0)), 'mmpretrain',
+                                 cuda_available=device.type == 'cuda')
 
 
 def run_ampcheck(args: argparse.Namespace, device: torch.device) -> BenchResult:
-    """bf16 AMP training steps through ``model.train_step`` (data preprocessor,
+    """AMP training steps through ``model.train_step`` (data preprocessor,
     optimizer wrapper, backward, clip, AdamW); fails unless every loss is finite."""
     from mmengine.optim import build_optim_wrapper
     if args.dtype != 'fp32':
-        raise SystemExit('error: ampcheck always trains under the AMP wrapper\'s bf16 autocast; '
+        raise SystemExit('error: ampcheck always trains under the AMP wrapper\'s autocast; '
                          'leave --dtype at fp32 (frozen parts follow the autocast)')
     model, cfg = build_addp(args, device)
     applied = apply_config(model, args.preset, 'fp32', args.compile)
     model.train()
-    wrapper = build_optim_wrapper(model, amp_optim_wrapper_cfg(device, args.lr))
+    wrapper = build_optim_wrapper(model, ampcheck_wrapper_cfg(device, args.lr))
+    amp_dtype = str(getattr(wrapper, 'cast_dtype', None)).replace('torch.', '').replace(
+        'bfloat16', 'bf16').replace('float16', 'fp16').replace('float32', 'fp32')
     H, W = model.backbone.img_size
     g = torch.Generator().manual_seed(args.seed)
     # uint8 BGR images as a data loader would deliver them
@@ -862,22 +885,282 @@ def run_ampcheck(args: argparse.Namespace, device: torch.device) -> BenchResult:
     mem0 = peak_memory_start(device)
     times = measure(step, args.warmup, args.runs, device)
     peak = peak_memory_mb(device, mem0)
-    res = _bench_result(f'ADDP bf16 AMP training check, batch {args.batch_size}', args,
+    res = _bench_result(f'ADDP AMP training check ({amp_dtype}), batch {args.batch_size}', args,
                         argparse.Namespace(model=model, device=device), applied, {})
-    res.settings['preset / dtype'] = f'{args.preset} switches, bf16 autocast from the wrapper'
-    res.settings['optimizer wrapper'] = (f'{type(wrapper).__name__} (bf16), AdamW lr {args.lr}, '
-                                         'clip_grad 3.0, model.train_step on uint8 images')
+    res.settings['preset / dtype'] = f'{args.preset} switches, {amp_dtype} autocast from the wrapper'
+    res.settings['optimizer wrapper'] = (f'{type(wrapper).__name__} ({amp_dtype}), AdamW lr '
+                                         f'{args.lr}, clip_grad 3.0, model.train_step on uint8 images')
     res.rows.append(('AMP training step (model.train_step)', times))
     res.metrics['peak memory of the step (MiB)'] = peak
     res.metrics['first loss'] = losses[0]
     res.metrics['last loss'] = losses[-1]
     finite = all(math.isfinite(v) for v in losses)
     res.ok = finite
-    res.notes.append(('PASS' if finite else 'FAIL') + f': {len(losses)} bf16 AMP steps, losses '
+    res.notes.append(('PASS' if finite else 'FAIL') + f': {len(losses)} {amp_dtype} AMP steps, losses '
                      + ', '.join(f'{v:.4f}' for v in losses))
     if args.note:
         res.notes.append(args.note)
     return res
+
+
+# ----------------------------------------------------- benchmark: trainstep
+def add_trainstep_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--config', default=DEFAULT_ADDP_CONFIG,
+                   help='ADDP pretraining config (official ViT-B by default); random weights')
+    p.add_argument('--amp', action='store_true',
+                   help="apply tools/train.py --amp to the config's optimizer wrapper (the "
+                   'real-scale configs train with AMP already)')
+    p.add_argument('--cfg-options', nargs='+', default=[],
+                   help='KEY=VALUE overrides of the config (Python literals), e.g. '
+                   "model.performance='plain'")
+    p.add_argument('--no-flops', action='store_true',
+                   help='skip the FLOP count (one extra eager step) and the MFU')
+    p.add_argument('--matmul-size', type=int, default=None,
+                   help='side of the square bf16 matmul used as the peak (8192 on CUDA, 1024 on CPU)')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--label', default=None, help='name of this run in the summary table')
+    p.add_argument('--json', default=None, help='also write the raw result to this file')
+
+
+def _parse_cfg_options(options: List[str]) -> dict:
+    import ast
+    out = {}
+    for item in options:
+        if '=' not in item:
+            raise SystemExit(f'error: --cfg-options needs KEY=VALUE, got {item!r}')
+        key, value = item.split('=', 1)
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def bf16_matmul_flops(device: torch.device, size: Optional[int] = None, runs: int = 10) -> float:
+    """Measured FLOP/s of a square bf16 matmul on ``device`` (the MFU reference)."""
+    n = size or (8192 if device.type == 'cuda' else 1024)
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(device, torch.bfloat16)
+    b = torch.randn(n, n, generator=g).to(device, torch.bfloat16)
+    runs = runs if device.type == 'cuda' else 2
+    times = measure(lambda: a @ b, warmup=2 if device.type == 'cuda' else 1, runs=runs,
+                    device=device)
+    return 2. * n ** 3 / _median(times)
+
+
+def count_step_flops(step: Callable[[], object]) -> float:
+    """FLOPs of one call of ``step`` (matmuls, convolutions, attention; forward
+    and backward) counted with ``torch.utils.flop_counter.FlopCounterMode``."""
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    return float(counter.get_total_flops())
+
+
+def build_train_path(args: argparse.Namespace, device: torch.device):
+    """Model, optimizer wrapper and config as ``tools/train.py`` builds them
+    (frozen parts with random weights)."""
+    from mmengine.config import Config
+    from mmengine.logging import MMLogger
+    from mmengine.optim import build_optim_wrapper
+
+    import addp_mm  # noqa: F401
+    from addp_mm.engine.amp import amp_optim_wrapper_cfg
+    from mmpretrain.registry import MODELS
+
+    MMLogger.get_instance(f'addp_benchmark_{os.getpid()}', log_level='WARNING')
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(_parse_cfg_options(args.cfg_options))
+    if 'model' not in cfg or cfg.model.get('type') != 'ADDP':
+        raise SystemExit(f'error: {args.config} has no ADDP model (model.type must be "ADDP")')
+    cfg.optim_wrapper = amp_optim_wrapper_cfg(cfg.optim_wrapper, cfg.get('default_scope'),
+                                              amp=args.amp,
+                                              cuda_available=device.type == 'cuda')
+    from mmengine.registry import init_default_scope
+    init_default_scope(cfg.get('default_scope', 'mmpretrain'))  # as the Runner does
+    cudnn_benchmark = bool(cfg.get('env_cfg', {}).get('cudnn_benchmark', False))
+    torch.backends.cudnn.benchmark = cudnn_benchmark  # what mmengine's Runner sets up
+    mcfg = cfg.model.to_dict()
+    mcfg['require_frozen_checkpoints'] = False
+    mcfg['tokenizer']['checkpoint'] = None
+    mcfg['token_predictor']['checkpoint'] = None
+    mcfg['sampler'] = None
+    torch.manual_seed(args.seed)
+    model = MODELS.build(mcfg)
+    model.init_weights()
+    model.to(device)
+    model.train()
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    return model, wrapper, cfg
+
+
+def run_trainstep(args: argparse.Namespace, device: torch.device) -> BenchResult:
+    """``model.train_step`` exactly as ``tools/train.py`` runs it (see the module doc)."""
+    from addp_mm.models.utils.performance import configure_performance, describe_performance
+    model, wrapper, cfg = build_train_path(args, device)
+    H, W = model.backbone.img_size
+    B = args.batch_size
+    g = torch.Generator().manual_seed(args.seed)
+    # uint8 BGR images, as the data loader delivers them (pinned on a GPU machine)
+    batch = torch.randint(0, 256, (B, 3, H, W), generator=g, dtype=torch.uint8)
+    if device.type == 'cuda':
+        batch = batch.pin_memory()
+    data = dict(inputs=batch, data_samples=None)
+    losses: List[Tensor] = []
+
+    def step():
+        log_vars = model.train_step(data, wrapper)
+        losses.append(log_vars['loss'].detach())
+
+    switches = describe_performance(model)
+    flops = None
+    if not args.no_flops:
+        # counted on an eager step before anything is compiled (same FLOPs)
+        saved = {k: switches[k] for k in ('compile', 'compile_trainable') if k in switches}
+        configure_performance(model, compile=False, compile_trainable=False)
+        flops = count_step_flops(step)
+        configure_performance(model, **saved)
+    mem0 = peak_memory_start(device)
+    times = measure(step, args.warmup, args.runs, device)
+    peak = peak_memory_mb(device, mem0)
+    loss_values = [float(v) for v in losses]
+    med = _median(times)
+    wrapper_desc = type(wrapper).__name__
+    cast = getattr(wrapper, 'cast_dtype', None)
+    if cast is not None:
+        wrapper_desc += f' ({str(cast).replace("torch.", "")} autocast'
+        wrapper_desc += ', loss scaling)' if getattr(wrapper, 'loss_scaler', None) else ')'
+    b, n = model.backbone, model.neck
+    res = BenchResult(
+        title=f'ADDP training step as tools/train.py runs it, batch {B}',
+        settings={
+            'config': osp.relpath(args.config, ROOT) if args.config.startswith(ROOT) else args.config,
+            'model': f'encoder {b.num_layers}x{b.embed_dims}, decoder {len(n.decoder_blocks)}x'
+                     f'{n.embed_dims}, {b.img_size[0]}x{b.img_size[1]} px, {model.num_tokens} '
+                     'tokens; random weights',
+            'path': 'model.train_step on uint8 batches (data preprocessor, the model\'s own mask '
+                    'draws, optimizer wrapper: autocast, backward, clip, AdamW)'
+                    + (' + tools/train.py --amp' if args.amp else ''),
+            'optimizer wrapper': wrapper_desc,
+            'cudnn.benchmark': str(torch.backends.cudnn.benchmark),
+            'switches': ', '.join(f'{k}={v}' for k, v in switches.items()),
+            'timing': f'{args.warmup} warm-up, median of {args.runs} timed steps, device '
+                      'synchronised around each step',
+            'peak memory method': memory_method(device),
+        })
+    res.rows.append(('training step (model.train_step)', times))
+    res.metrics['images/s'] = B / med
+    res.metrics['peak memory of the step (MiB)'] = peak
+    if flops is not None:
+        peak_flops = bf16_matmul_flops(device, args.matmul_size)
+        res.metrics['model TFLOP per step (counted)'] = flops / 1e12
+        res.metrics['achieved TFLOP/s'] = flops / med / 1e12
+        res.metrics['bf16 matmul TFLOP/s (measured)'] = peak_flops / 1e12
+        res.metrics['MFU (%)'] = 100. * flops / med / peak_flops
+    res.metrics['last loss'] = loss_values[-1] if loss_values else float('nan')
+    res.ok = all(math.isfinite(v) for v in loss_values)
+    if not res.ok:
+        res.notes.append(f'WARNING: non-finite loss {loss_values}')
+    if args.note:
+        res.notes.append(args.note)
+    return res
+
+
+# ------------------------------------------------------- benchmark: summary
+def add_summary_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('results', nargs='+', help='--json files of trainstep / train / sample runs')
+    p.add_argument('--ref-train-ms', type=float, default=None,
+                   help='the reference implementation\'s training step on this card (ms); '
+                   'the target is half of it')
+    p.add_argument('--ref-sample-ms', type=float, default=None,
+                   help='the reference\'s sampling step at 50 %% masked under bf16 autocast (ms)')
+    p.add_argument('--ref-peak-gib', type=float, default=None,
+                   help='the reference\'s training-step peak memory above the weights (GiB)')
+    p.add_argument('--min-images-per-s', type=float, default=None,
+                   help='target of the full sampling run (images/s)')
+
+
+def _row_median(raw: dict, prefix: str) -> Optional[float]:
+    for name, times in raw['rows']:
+        if name.startswith(prefix) and times:
+            return statistics.median(times)
+    return None
+
+
+def run_summary(args: argparse.Namespace, device: torch.device) -> str:
+    """One markdown table from the JSON files of several runs, with the targets."""
+    runs = []
+    for path in args.results:
+        if not osp.isfile(path):
+            raise SystemExit(f'error: result file not found: {path!r}')
+        with open(path) as f:
+            runs.append(json.load(f))
+    machine = next((r.get('env', {}) for r in runs if r.get('env')), {})
+    lines = ['## ADDP on this device: plain vs fast vs the tools/train.py / tools/sample.py path '
+             f'({datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")})', '']
+    for k, v in machine.items():
+        lines.append(f'- **{k}:** {v}')
+    lines += ['', '| model | run | batch | train ms/step | train images/s | train peak GiB | MFU % '
+              '| sample step ms (50 % masked) | full sampling images/s | sample peak GiB |',
+              '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
+    table: Dict[Tuple[str, str], dict] = {}
+    order: List[Tuple[str, str]] = []
+    for raw in runs:
+        model = osp.basename(raw['settings'].get('config', '?'))
+        model = 'ViT-L' if 'large' in model else 'ViT-B' if 'base' in model else model
+        key = (model, raw.get('label') or raw['settings'].get('preset / dtype', raw['kind']))
+        if key not in table:
+            table[key] = {}
+            order.append(key)
+        entry = table[key]
+        entry['batch'] = raw.get('batch')
+        m = raw['metrics']
+        if raw['kind'] in ('trainstep', 'train'):
+            ms = _row_median(raw, 'training step') or _row_median(raw, '**training step')
+            entry['train_ms'] = ms * 1e3 if ms else None
+            entry['train_ips'] = raw['batch'] / ms if ms else None
+            entry['train_gib'] = m.get('peak memory of the step (MiB)', 0) / 1024
+            entry['mfu'] = m.get('MFU (%)')
+        elif raw['kind'] == 'sample':
+            ms = _row_median(raw, '**one sampling step')
+            entry['sample_ms'] = ms * 1e3 if ms else None
+            entry['sample_ips'] = m.get('images/s')
+            entry['sample_gib'] = m.get('peak memory of sampling (MiB)', 0) / 1024
+
+    def fmt(v, spec):
+        return '—' if v is None else format(v, spec)
+
+    for key in order:
+        e = table[key]
+        lines.append(f'| {key[0]} | {key[1]} | {e.get("batch", "")} | {fmt(e.get("train_ms"), ".1f")} | '
+                     f'{fmt(e.get("train_ips"), ".1f")} | {fmt(e.get("train_gib"), ".2f")} | '
+                     f'{fmt(e.get("mfu"), ".1f")} | {fmt(e.get("sample_ms"), ".1f")} | '
+                     f'{fmt(e.get("sample_ips"), ".1f")} | {fmt(e.get("sample_gib"), ".2f")} |')
+    targets = []
+    for key in order:
+        e = table[key]
+        if args.ref_train_ms and e.get('train_ms'):
+            need = args.ref_train_ms / 2
+            targets.append((f'{key[0]} {key[1]}: training step <= {need:.0f} ms (2x the reference)',
+                            f'{e["train_ms"]:.1f} ms', e['train_ms'] <= need))
+        if args.ref_peak_gib and e.get('train_gib'):
+            targets.append((f'{key[0]} {key[1]}: training peak <= {args.ref_peak_gib:.1f} GiB',
+                            f'{e["train_gib"]:.2f} GiB', e['train_gib'] <= args.ref_peak_gib))
+        if args.ref_sample_ms and e.get('sample_ms'):
+            need = args.ref_sample_ms / 2
+            targets.append((f'{key[0]} {key[1]}: sampling step <= {need:.0f} ms (2x the reference)',
+                            f'{e["sample_ms"]:.1f} ms', e['sample_ms'] <= need))
+        if args.min_images_per_s and e.get('sample_ips'):
+            targets.append((f'{key[0]} {key[1]}: full sampling >= {args.min_images_per_s:g} images/s',
+                            f'{e["sample_ips"]:.1f}', e['sample_ips'] >= args.min_images_per_s))
+    if targets:
+        lines += ['', '| target | measured | status |', '| --- | ---: | --- |']
+        lines += [f'| {t} | {v} | {"met" if ok else "MISSED"} |' for t, v, ok in targets]
+    if args.note:
+        lines += ['', args.note]
+    return '\n'.join(lines) + '\n'
 
 
 #: name -> (add_arguments, run). Add new benchmarks here.
@@ -887,6 +1170,8 @@ BENCHMARKS: Dict[str, Tuple[Callable, Callable]] = {
     'sample': (add_sample_args, run_sample),
     'compare': (add_compare_args, run_compare),
     'ampcheck': (add_ampcheck_args, run_ampcheck),
+    'trainstep': (add_trainstep_args, run_trainstep),
+    'summary': (add_summary_args, run_summary),
 }
 
 
@@ -929,7 +1214,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         text = render(result, environment(device))
         if getattr(args, 'json', None):
             raw = asdict(result)
-            raw['steps'] = getattr(args, 'steps', None)
+            raw.update(kind=args.benchmark, steps=getattr(args, 'steps', None),
+                       batch=args.batch_size, label=getattr(args, 'label', None),
+                       env=environment(device))
             with open(args.json, 'w') as f:
                 json.dump(raw, f)
     print(text)
@@ -938,6 +1225,3 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'appended to {args.out}')
     return 0 if getattr(result, 'ok', True) else 1
 
-
-if __name__ == '__main__':
-    sys.exit(main())
