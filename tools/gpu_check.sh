@@ -41,6 +41,15 @@ REF_SAMPLE_MS=${REF_SAMPLE_MS:-159}
 REF_PEAK_GIB=${REF_PEAK_GIB:-22.5}
 BENCH="$ROOT/tools/benchmark.py"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+# a GPU box without OpenMMLab: install the wheels of ../shared/tools/gpu_bundle.sh (WHEELS folder)
+WHEELS=${WHEELS:-"$ROOT/.gpu_whl"}
+if ! "$PYTHON" -c 'import mmengine, mmpretrain' >/dev/null 2>&1 && [ -d "$WHEELS" ]; then
+    SITE=${SITE:-/tmp/addp_mm_site}
+    echo "gpu_check: installing the OpenMMLab wheels of $WHEELS into $SITE"
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target "$SITE" "$WHEELS"/*.whl || exit 2
+    export PYTHONPATH="$PYTHONPATH:$SITE"
+fi
 # compiled kernels are cached on disk: the second model size reuses the VQGAN's
 export TORCHINDUCTOR_FX_GRAPH_CACHE=${TORCHINDUCTOR_FX_GRAPH_CACHE:-1}
 export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}
