@@ -5,6 +5,7 @@ import json
 import os
 import os.path as osp
 import subprocess
+import sys
 
 from addp_mm.testing import REPO_ROOT, run_tool
 
@@ -108,7 +109,7 @@ def test_benchmark_clear_errors(tmp_path):
 def test_gpu_check_fails_fast_without_cuda(tmp_path):
     script = osp.join(REPO_ROOT, 'tools', 'gpu_check.sh')
     assert subprocess.run(['bash', '-n', script]).returncode == 0
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES='', OUT=str(tmp_path / 'gpu.md'))
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES='', OUT=str(tmp_path / 'gpu.md'), PYTHON=sys.executable)
     proc = subprocess.run(['bash', script], capture_output=True, text=True, timeout=120, env=env,
                           cwd=str(tmp_path))
     assert proc.returncode == 2, proc.stdout + proc.stderr
