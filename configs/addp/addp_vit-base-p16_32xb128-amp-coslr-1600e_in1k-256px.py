@@ -41,7 +41,8 @@ model = dict(
     # the VQGAN sees raw RGB in [0, 1]; the encoder's ImageNet normalisation
     # happens inside the model (after clamping x_t)
     data_preprocessor=dict(
-        type='SelfSupDataPreprocessor', mean=[0., 0., 0.], std=[255., 255., 255.], to_rgb=True),
+        type='SelfSupDataPreprocessor', mean=[0., 0., 0.], std=[255., 255., 255.], to_rgb=True,
+        non_blocking=True),
     backbone=dict(
         type='ADDPViT', img_size=img_size, patch_size=patch_size, embed_dims=768, num_layers=12,
         num_heads=12, mlp_ratio=4., drop_rate=0.1, attn_drop_rate=0.1, tokenizer_drop_rate=0.1),
@@ -61,6 +62,12 @@ model = dict(
     mask_sampler=dict(
         type='ADDPMaskSampler', ratio_min=0.5, ratio_max=1.0, ratio_mu=0.55, ratio_std=0.25,
         num_grid=100, max_offset=5),
+    # speed only, same weights and checkpoints (addp_mm/models/utils/performance.py):
+    # fused attention; under AMP the frozen VQGAN and predictor run in bf16 where
+    # the hardware has it; on a GPU they are compiled (eager if compiling fails) and
+    # the VQGAN stays NCHW; the decoder length is fixed. 'plain' = the fp32
+    # reference path.
+    performance='auto',
 )
 
 # -------------------------------------------------------------------- data
@@ -88,17 +95,23 @@ train_dataloader = dict(
 # -------------------------------------------------------------- schedule
 max_epochs = 1600
 warmup_epochs = 40
+# mixed precision: bf16 autocast on GPUs that have it (no loss scaling), fp16 with
+# the reference's loss scaling on older GPUs, bf16 on CPUs only where it is native
+# (else fp32; ADDP_BF16=1 forces bf16). The gradient norm is logged every 10 steps.
 optim_wrapper = dict(
-    type='AmpOptimWrapper',
+    type='ADDPAmpOptimWrapper',
+    dtype='auto',
     loss_scale=dict(init_scale=2.**16, growth_interval=500),
     optimizer=dict(type='AdamW', lr=1.6e-3, betas=(0.9, 0.95), weight_decay=0.05),
     clip_grad=dict(max_norm=3.0),
     # timm param_groups_weight_decay: no decay on 1-D params (norms, biases)
     # and on `*.bias` (incl. mlm_layer.bias [1,1,V]); cls_token, mask_token,
     # every position table and token_emb ARE decayed (reference ``main_pretrain.py``).
-    # same groups as mmengine's default constructor, without a warning per frozen tensor
+    # mmengine's default groups without a warning per frozen tensor, merged into one
+    # group per setting (one foreach AdamW pass each instead of one per tensor)
     constructor='ADDPFrozenAwareOptimWrapperConstructor',
-    paramwise_cfg=dict(norm_decay_mult=0., bias_decay_mult=0., flat_decay_mult=0.))
+    paramwise_cfg=dict(norm_decay_mult=0., bias_decay_mult=0., flat_decay_mult=0.,
+                       merge_groups=True))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6, by_epoch=True, begin=0, end=warmup_epochs,
          convert_to_iter_based=True),
@@ -120,7 +133,7 @@ default_hooks = dict(
 )
 custom_hooks = [dict(type='ADDPVisualizationHook', interval=5000, num_images=4)]
 env_cfg = dict(
-    cudnn_benchmark=False,
+    cudnn_benchmark=True,  # fixed input sizes: cuDNN picks the fastest VQGAN convolutions once
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
     dist_cfg=dict(backend='nccl'))
 visualizer = dict(
