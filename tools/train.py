@@ -29,7 +29,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from PATH, or from the latest checkpoint in the '
                         'work dir when given without a value (or as "auto")')
-    parser.add_argument('--amp', action='store_true', help='mixed precision (AmpOptimWrapper)')
+    parser.add_argument('--amp', action='store_true',
+                        help='mixed precision: ADDPAmpOptimWrapper (bf16 where the hardware has '
+                        'it, see addp_mm/engine/amp.py) for mmpretrain configs, mmengine '
+                        'AmpOptimWrapper for detection/segmentation')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by the actual total batch (needs auto_scale_lr in cfg)')
     parser.add_argument('--no-validate', action='store_true', help='skip validation during training')
@@ -51,13 +54,12 @@ def merge_args(cfg, args):
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0])
-    if args.amp:
-        wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if wrapper not in ('OptimWrapper', 'AmpOptimWrapper'):
-            raise ToolError(f'--amp needs optim_wrapper.type OptimWrapper, got {wrapper!r}')
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-    _amp_on_cpu(cfg)
+    from addp_mm.engine.amp import amp_optim_wrapper_cfg
+    try:
+        cfg.optim_wrapper = amp_optim_wrapper_cfg(cfg.optim_wrapper, cfg.get('default_scope'),
+                                                  amp=args.amp)
+    except ValueError as err:
+        raise ToolError(str(err))
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg:
             raise ToolError('--auto-scale-lr needs `auto_scale_lr = dict(base_batch_size=...)` '
@@ -74,15 +76,6 @@ def merge_args(cfg, args):
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     return cfg
-
-
-def _amp_on_cpu(cfg) -> None:
-    """mmengine's AmpOptimWrapper is CUDA/NPU-only; on a CPU use bf16 autocast."""
-    import torch
-    if cfg.optim_wrapper.get('type') == 'AmpOptimWrapper' and not torch.cuda.is_available():
-        cfg.optim_wrapper.type = 'ADDPCPUAmpOptimWrapper'
-        cfg.optim_wrapper.pop('loss_scale', None)
-        cfg.optim_wrapper['dtype'] = 'bfloat16'
 
 
 def check_start_files(cfg) -> None:

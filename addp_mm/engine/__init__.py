@@ -1,2 +1,2 @@
 from . import hooks, optimizers  # noqa: F401
-from .amp import ADDPCPUAmpOptimWrapper  # noqa: F401
+from .amp import ADDPAmpOptimWrapper, ADDPCPUAmpOptimWrapper  # noqa: F401

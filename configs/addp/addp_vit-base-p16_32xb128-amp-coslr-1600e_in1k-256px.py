@@ -21,9 +21,14 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 
-# True reproduces the release: the frozen predictor's dropout is active while it
-# produces x_t and the target (reference ``engine_pretrain.py`` trains in
-# ``model.train(True)``). False = deterministic teacher.
-model = dict(token_predictor=dict(train_dropout=True))
+# train_dropout=True reproduces the release: the frozen predictor's dropout is
+# active while it produces x_t and the target (reference ``engine_pretrain.py``
+# trains in ``model.train(True)``). False = deterministic teacher.
+# performance='auto': speed only, same weights and checkpoints
+# (addp_mm/models/utils/performance.py): fused attention; under AMP the frozen
+# VQGAN and predictor run in bf16 where the hardware has it; on a GPU they are
+# compiled (eager if compiling fails) and the VQGAN stays NCHW; the decoder
+# length is fixed. 'plain' = the fp32 reference path.
+model = dict(token_predictor=dict(train_dropout=True), performance='auto')
 
 custom_hooks = [dict(type='ADDPVisualizationHook', interval=5000, num_images=4)]

@@ -11,8 +11,8 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 
-# the release's frozen-predictor dropout, as in the ViT-B config
-model = dict(token_predictor=dict(train_dropout=True))
+# the release's frozen-predictor dropout and the default fast path, as in the ViT-B config
+model = dict(token_predictor=dict(train_dropout=True), performance='auto')
 
 max_epochs = 800
 warmup_epochs = 40

@@ -33,7 +33,9 @@ def test_official_recipe_values(path, epochs, dims, tp_dims, tp_depth):
     assert (ms.ratio_min, ms.ratio_max, ms.ratio_mu, ms.ratio_std, ms.max_offset) == \
         (0.5, 1.0, 0.55, 0.25, 5)
     ow = cfg.optim_wrapper
-    assert ow.type == 'AmpOptimWrapper' and ow.clip_grad.max_norm == 3.0
+    assert ow.type == 'ADDPAmpOptimWrapper' and ow.dtype == 'auto' and ow.clip_grad.max_norm == 3.0
+    # the fast path is the default: device-dependent switches, cuDNN autotuning
+    assert m.performance == 'auto' and cfg.env_cfg.cudnn_benchmark is True
     assert ow.optimizer.type == 'AdamW' and ow.optimizer.lr == 1.6e-3
     assert tuple(ow.optimizer.betas) == (0.9, 0.95) and ow.optimizer.weight_decay == 0.05
     # 32 GPUs x 128 = 4096, the batch the lr is given for

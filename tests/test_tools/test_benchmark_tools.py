@@ -5,6 +5,7 @@ import json
 import os
 import os.path as osp
 import subprocess
+import sys
 
 import pytest
 from addp_mm.testing import REPO_ROOT, run_tool
@@ -64,9 +65,38 @@ def test_compare_side_by_side_with_ratios_and_targets(tmp_path):
 
 def test_ampcheck_cpu_passes_with_finite_losses(tmp_path):
     proc = run_tool([BENCH, 'ampcheck', '--config', TINY, '--threads', '1', '--warmup', '1',
-                     '--repeat', '2'], cwd=str(tmp_path), timeout=300)
-    assert 'ADDPCPUAmpOptimWrapper' in proc.stdout
+                     '--repeat', '2'], cwd=str(tmp_path), timeout=300, env={'ADDP_BF16': '1'})
+    assert 'ADDPAmpOptimWrapper (bf16)' in proc.stdout
     assert 'PASS: 3 bf16 AMP steps' in proc.stdout
+
+
+def test_trainstep_is_the_train_path_and_summary(tmp_path):
+    """trainstep runs model.train_step with the config's (--amp) wrapper on uint8
+    batches and reports images/s, peak memory and the MFU; summary tables it."""
+    out_json = tmp_path / 'trainstep.json'
+    proc = run_tool([BENCH, 'trainstep', '--config', TINY, '--amp', '--threads', '1', '--warmup',
+                     '1', '--repeat', '2', '--matmul-size', '256', '--json', str(out_json),
+                     '--label', 'train path'], cwd=str(tmp_path), timeout=300,
+                    env={'ADDP_BF16': '0'})
+    raw = json.loads(out_json.read_text())
+    assert raw['kind'] == 'trainstep' and raw['batch'] == 2 and raw['label'] == 'train path'
+    assert raw['settings']['optimizer wrapper'] == 'ADDPAmpOptimWrapper (float32 autocast)'
+    assert 'model.train_step on uint8 batches' in raw['settings']['path']
+    m = raw['metrics']
+    assert m['images/s'] > 0 and m['peak memory of the step (MiB)'] >= 0
+    # the FLOP count is the model's: > 0, and the MFU is achieved / measured peak
+    assert m['model TFLOP per step (counted)'] > 0
+    assert abs(m['MFU (%)'] - 100 * m['achieved TFLOP/s'] / m['bf16 matmul TFLOP/s (measured)']) < 1e-6
+    assert 'bf16 disabled by ADDP_BF16=0' in proc.stdout + proc.stderr
+    sample_json = tmp_path / 'sample.json'
+    run_tool([BENCH, 'sample', *COMMON, '--preset', 'config', '--steps', '2', '--json',
+              str(sample_json), '--label', 'train path'], cwd=str(tmp_path), timeout=300)
+    proc = run_tool([BENCH, 'summary', str(out_json), str(sample_json), '--ref-train-ms', '1e9',
+                     '--min-images-per-s', '1e9'], cwd=str(tmp_path), timeout=120)
+    row = next(ln for ln in proc.stdout.splitlines() if ln.startswith('| addp_vit-tiny'))
+    cells = [c.strip() for c in row.strip('|').split('|')]
+    assert cells[1] == 'train path' and float(cells[3]) > 0 and float(cells[7]) > 0
+    assert '| met |' in proc.stdout and '| MISSED |' in proc.stdout
 
 
 def test_benchmark_clear_errors(tmp_path):
@@ -82,7 +112,7 @@ def test_benchmark_clear_errors(tmp_path):
 def test_gpu_check_fails_fast_without_cuda(tmp_path):
     script = osp.join(REPO_ROOT, 'tools', 'gpu_check.sh')
     assert subprocess.run(['bash', '-n', script]).returncode == 0
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES='', OUT=str(tmp_path / 'gpu.md'))
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES='', OUT=str(tmp_path / 'gpu.md'), PYTHON=sys.executable)
     proc = subprocess.run(['bash', script], capture_output=True, text=True, timeout=120, env=env,
                           cwd=str(tmp_path))
     assert proc.returncode == 2, proc.stdout + proc.stderr

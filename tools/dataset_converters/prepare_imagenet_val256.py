@@ -1,4 +1,4 @@
-"""Prepare the FID reference set: ImageNet val at 256x256 as PNGs (spec §2.2).
+"""Prepare the FID reference set: ImageNet val at 256x256 as PNGs.
 
 Each image is resized so that its shorter side is 256 (torchvision ``Resize``,
 default bilinear) and then centre cropped to 256x256 (``CenterCrop``), exactly

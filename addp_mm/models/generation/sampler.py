@@ -78,6 +78,13 @@ class AlternatingDenoisingSampler(BaseModule):
             the reference's ``--mask_ratio < 1`` mode does (the encoder then
             sees the original pixels of the region). Defaults to
             ``'soft_uniform'``.
+        precision (str, optional): Performance switch: autocast over each
+            sampling run. None leaves the caller's setting (fp32 unless the
+            caller autocasts); ``'bf16'`` runs under bf16 autocast (on a CPU
+            without native bf16 it falls back to fp32 with a log line unless
+            ``ADDP_BF16=1``); ``'auto'`` is bf16 on a GPU with bf16 support
+            and the caller's setting elsewhere. The returned images are
+            float32. Defaults to None.
         init_cfg (dict, optional): Unused (no weights). Defaults to None.
     """
 
@@ -92,6 +99,7 @@ class AlternatingDenoisingSampler(BaseModule):
                  num_tokens: Optional[int] = None,
                  skip_fully_masked: bool = True,
                  inpaint_init: str = 'soft_uniform',
+                 precision: Optional[str] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1:
@@ -120,6 +128,26 @@ class AlternatingDenoisingSampler(BaseModule):
         self.num_tokens = num_tokens
         self.skip_fully_masked = skip_fully_masked
         self.inpaint_init = inpaint_init
+        self.set_precision(precision)
+
+    def set_precision(self, precision: Optional[str]) -> None:
+        """Set the ``precision`` switch (None, ``'bf16'`` or ``'auto'``)."""
+        if precision not in (None, 'bf16', 'bfloat16', 'auto'):
+            raise ValueError(f"precision must be None, 'bf16' or 'auto', got {precision!r}")
+        self.precision = 'bf16' if precision == 'bfloat16' else precision
+
+    def autocast_context(self, device_type: str):
+        """The autocast context of :attr:`precision` on ``device_type``."""
+        from contextlib import nullcontext
+
+        from addp_mm.models.utils.performance import bf16_choice
+        if self.precision is None:
+            return nullcontext()
+        if self.precision == 'auto':
+            use = device_type == 'cuda' and bf16_choice('cuda', 'sampler precision=auto', log=False)
+        else:
+            use = bf16_choice(device_type, "sampler precision='bf16'")
+        return torch.autocast(device_type, dtype=torch.bfloat16) if use else nullcontext()
 
     # ------------------------------------------------------------------
     # helpers
@@ -300,6 +328,13 @@ class AlternatingDenoisingSampler(BaseModule):
     def _run_group(self, model: nn.Module, tokens: Tensor, mask: Tensor, seeds: List[int],
                    x: Optional[Tensor], return_trajectory: bool, progress: bool) -> dict:
         """The loop for a batch whose samples all have the same number of unknown positions."""
+        with self.autocast_context(tokens.device.type):
+            out = self._run_group_loop(model, tokens, mask, seeds, x, return_trajectory, progress)
+        out['images'] = out['images'].float()
+        return out
+
+    def _run_group_loop(self, model: nn.Module, tokens: Tensor, mask: Tensor, seeds: List[int],
+                        x: Optional[Tensor], return_trajectory: bool, progress: bool) -> dict:
         num_unknown = mask.sum(dim=1)
         gens = make_generators(seeds, tokens.device)
         if self.skip_fully_masked and bool(mask.all()):

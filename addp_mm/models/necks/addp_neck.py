@@ -112,7 +112,8 @@ class ADDPDecoder(BaseModule):
         self.apply(init_linear_layernorm)
         nn.init.zeros_(self.mlm_layer.bias)
 
-    def forward(self, latent: Optional[Tensor], tokens: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, latent: Optional[Tensor], tokens: Tensor, mask: Tensor,
+                num_visible: Optional[int] = None, pad_to: Optional[int] = None) -> Tensor:
         """Predict logits for every decoder slot.
 
         Args:
@@ -121,22 +122,40 @@ class ADDPDecoder(BaseModule):
                 discarded anyway).
             tokens (Tensor): Token ids ``[B, N]``; only visible ids are read.
             mask (Tensor): ``[B, N]``, 1/True = masked. Every sample must have
-                the same number of visible positions.
+                the same number of visible positions (unless ``pad_to``).
+            num_visible (int, optional): The number of visible positions per
+                sample when the caller knows it (saves reading it from the
+                device). Defaults to None.
+            pad_to (int, optional): Performance: append exactly ``pad_to``
+                reliable-token slots, the visible ones first and then masked
+                (ignored) ones hidden from attention by a key mask, so the
+                sequence length does not depend on the mask. Must be at least
+                the number of visible positions of every sample. Defaults to
+                None (``n_vis`` slots).
 
         Returns:
-            Tensor: Logits ``[B, 1 + N + n_vis, vocab_size]`` (``[B, 1 + N,
-            vocab_size]`` without reliable-token conditioning); slot ``1+p`` is
-            grid position ``p``.
+            Tensor: Logits ``[B, 1 + N + n_vis, vocab_size]`` (``1 + N +
+            pad_to`` slots with ``pad_to``; ``[B, 1 + N, vocab_size]`` without
+            reliable-token conditioning); slot ``1+p`` is grid position ``p``.
         """
         B, N = tokens.shape
         if N != self.num_tokens:
             raise ValueError(f'got {N} tokens, the decoder was built for {self.num_tokens}')
         mask = mask.bool()
-        n_vis_per = (~mask).sum(dim=1)
-        n_vis = int(n_vis_per[0].item()) if B else 0
-        if B and not bool((n_vis_per == n_vis).all()):
-            raise ValueError('every sample in the batch must have the same number of visible '
-                             f'tokens (got {n_vis_per.tolist()}); ADDP draws one mask ratio per batch.')
+        padded = pad_to is not None and latent is not None and self.use_reliable_tokens
+        if padded:
+            if not 0 <= pad_to <= N:
+                raise ValueError(f'pad_to must be in [0, {N}], got {pad_to}')
+            n_vis = int(pad_to)
+        elif num_visible is not None:
+            n_vis = int(num_visible)
+        else:
+            n_vis_per = (~mask).sum(dim=1)
+            n_vis = int(n_vis_per[0].item()) if B else 0
+            if B and not bool((n_vis_per == n_vis).all()):
+                raise ValueError('every sample in the batch must have the same number of visible '
+                                 f'tokens (got {n_vis_per.tolist()}); ADDP draws one mask ratio per '
+                                 'batch.')
         mask_with_cls = torch.cat([mask.new_ones(B, 1), mask], dim=1)  # cls slot -> mask token
         mask_tok = self.mask_token.expand(B, N + 1, -1)
         if latent is None:
@@ -151,6 +170,7 @@ class ADDPDecoder(BaseModule):
         pos = torch.where(pos_mask, self.decoder_pos_mask_embed, self.decoder_pos_embed_learned)
         x = x + pos
 
+        attn_mask = None
         if self.use_reliable_tokens:  # also when n_vis = 0: keeps the tables in the graph (DDP)
             # appended reliable-token embeddings, visible positions in increasing order
             vis_idx = torch.argsort(mask.to(torch.uint8), dim=1, stable=True)[:, :n_vis]
@@ -158,11 +178,22 @@ class ADDPDecoder(BaseModule):
             tok = self.token_emb(vis_ids)  # [B, n_vis, Dd]
             tok_pos = self.decoder_pos_token_embed[0, 1:][vis_idx]  # [B, n_vis, Dd]
             x = torch.cat([x, (tok + tok_pos).to(x.dtype)], dim=1)  # [B, 1+N+n_vis, Dd]
+            if padded:
+                # keys: every grid slot, and the appended slots of visible positions
+                keep = torch.cat([mask.new_ones(B, 1 + N), ~torch.gather(mask, 1, vis_idx)], dim=1)
+                attn_mask = keep[:, None, None, :]  # [B, 1, 1, 1+N+pad_to]
+        return self._blocks_fn(x, attn_mask)
 
+    def _blocks(self, x: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
+        """Blocks → norm → tied MLM head (``[B, L, Dd]`` → ``[B, L, V]``)."""
         for blk in self.decoder_blocks:
-            x = blk(x)
+            x = blk(x, attn_mask)
         x = self.decoder_norm(x)
         return self.mlm_layer(x, self.token_emb.weight.detach())
+
+    def _blocks_fn(self, x: Tensor, attn_mask: Optional[Tensor]) -> Tensor:
+        compiled = self.__dict__.get('_compiled_blocks')
+        return compiled(x, attn_mask) if compiled is not None else self._blocks(x, attn_mask)
 
 
 __all__ = ['ADDPDecoder']

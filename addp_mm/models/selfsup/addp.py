@@ -221,8 +221,42 @@ class ADDP(BaseSelfSupervisor):
         self.num_codes = int(self.tokenizer.num_embeddings)
         self._freeze(self.tokenizer)
         self._freeze(self.token_predictor)
+        #: performance: pad the decoder to :attr:`max_visible` appended slots
+        #: (fixed shapes every training step; see ``ADDPDecoder.forward(pad_to)``)
+        self.static_decoder_length = False
+        self.compile_trainable: Union[bool, dict] = False
+        self._images_checked = False
         if switches:
             configure_performance(self, **switches)
+
+    # ------------------------------------------------------- performance
+    @property
+    def max_visible(self) -> int:
+        """The most visible tokens a drawn ``m_t`` leaves (lowest schedule ratio)."""
+        ms = self.mask_sampler
+        cached = self.__dict__.get('_max_visible')
+        if cached is not None and cached[0] is ms:
+            return cached[1]
+        ratios = getattr(ms, 'ratios', None)
+        value = self.num_tokens if ratios is None else \
+            self.num_tokens - ms.num_masked(ratios[0], self.num_tokens)
+        self.__dict__['_max_visible'] = (ms, value)
+        return value
+
+    def set_compile_trainable(self, compile_cfg: Union[bool, dict]) -> None:
+        """``torch.compile`` the encoder and the decoder's block stack (or undo
+        it with False). Compiled lazily (eager if compiling fails); with
+        ``static_decoder_length`` every step has the same shapes, otherwise
+        torch recompiles once with dynamic shapes. No state-dict change."""
+        from addp_mm.models.utils.performance import LazyCompiled
+        self.compile_trainable = compile_cfg
+        self.__dict__.pop('_compiled_backbone', None)
+        self.neck.__dict__.pop('_compiled_blocks', None)
+        if compile_cfg:
+            self.__dict__['_compiled_backbone'] = LazyCompiled(self.backbone, compile_cfg,
+                                                               'ADDP encoder')
+            self.neck.__dict__['_compiled_blocks'] = LazyCompiled(self.neck._blocks, compile_cfg,
+                                                                  'ADDP decoder blocks')
 
     # ------------------------------------------------------------------ utils
     @staticmethod
@@ -250,12 +284,15 @@ class ADDP(BaseSelfSupervisor):
                 f'images of shape {tuple(images.shape)} do not give the configured '
                 f'{self.token_grid} token grid: ADDP was built for {self.backbone.img_size} inputs '
                 '(set the crop size in the data pipeline to match backbone.img_size).')
+        if self._images_checked:
+            return  # a wrong pre-processor shows in the first batch; reading values waits for the device
         lo, hi = float(images.min()), float(images.max())
         if lo < -0.5 or hi > 1.5:
             raise ValueError(
                 f'images range over [{lo:.2f}, {hi:.2f}] but ADDP expects RGB in [0, 1] (the VQGAN '
                 'sees raw pixels): use data_preprocessor=dict(type=\'SelfSupDataPreprocessor\', '
                 'mean=[0, 0, 0], std=[255, 255, 255], to_rgb=True) and no Normalize transform.')
+        self._images_checked = True
 
     def normalize_pixels(self, x: Tensor) -> Tensor:
         """Clamp to [0,1], then normalise with ``pixel_mean``/``pixel_std``."""
@@ -264,7 +301,8 @@ class ADDP(BaseSelfSupervisor):
 
     def encode_pixels(self, x: Tensor) -> Tensor:
         """``x`` in nominal [0,1] ``[B,3,H,W]`` → encoder output ``[B,1+N,D]``."""
-        return self.backbone(self.normalize_pixels(x))
+        backbone = self.__dict__.get('_compiled_backbone') or self.backbone
+        return backbone(self.normalize_pixels(x))
 
     def extract_feat(self, inputs: Union[Tensor, List[Tensor]]) -> Tensor:
         """Encoder features of clean images in [0,1] (``mode='tensor'``)."""
@@ -334,30 +372,43 @@ class ADDP(BaseSelfSupervisor):
             dict[str, Tensor]: ``loss`` plus the intermediates on request.
         """
         self._check_images(images)
-        B = images.shape[0]
+        B, N = images.shape[0], self.num_tokens
+        num_visible = pad_to = None
         if mask_t is None:
             if mask_t_next is not None:
                 raise ValueError('give both masks or neither')
-            mask_t, mask_t_next = self.mask_sampler(B, self.num_tokens, images.device, generator)
+            # nested by construction; the counts are known on the host (no device reads)
+            mask_t, mask_t_next, n_t, _ = self.mask_sampler(B, N, images.device, generator,
+                                                            return_counts=True)
+            num_visible = N - n_t
+            if self.static_decoder_length:
+                pad_to = max(self.max_visible, num_visible)
         elif mask_t_next is None:
             raise ValueError('give both masks or neither')
-        mask_t = mask_t.to(images.device, torch.float32)
-        mask_t_next = mask_t_next.to(images.device, torch.float32)
-        if bool((mask_t > mask_t_next).any()):
-            raise ValueError('mask_t_next must contain every position masked by mask_t')
+        else:
+            mask_t = mask_t.to(images.device, torch.float32)
+            mask_t_next = mask_t_next.to(images.device, torch.float32)
+            if bool((mask_t > mask_t_next).any()):
+                raise ValueError('mask_t_next must contain every position masked by mask_t')
+            if self.static_decoder_length:
+                pad_to = max(self.max_visible, int((mask_t < 0.5).sum(dim=1).max()) if B else 0)
 
         with torch.no_grad():
             z0, _ = self.tokenizer.encode(images)  # [B, N]
+            # z0 comes from the tokenizer: no id range check (it would wait for the device)
             if self.batch_predictor_passes and hasattr(self.token_predictor, 'predict_probs_multi'):
                 # one batched pass over [m_{t+1}; m_t]  ([2B, N] -> 2 x [B, N, K])
                 probs_next, target = self.token_predictor.predict_probs_multi(
-                    z0, [mask_t_next, mask_t])
+                    z0, [mask_t_next, mask_t], check_values=False)
             else:
-                probs_next = self.token_predictor.predict_probs(z0, mask_t_next)  # [B, N, K]
-                target = self.token_predictor.predict_probs(z0, mask_t)  # [B, N, K]
+                probs_next = self.token_predictor.predict_probs(z0, mask_t_next,
+                                                                check_values=False)  # [B, N, K]
+                target = self.token_predictor.predict_probs(z0, mask_t,
+                                                            check_values=False)  # [B, N, K]
             x_t = self.tokens_to_pixels(z0, probs_next, mask_t)  # [B, 3, H, W]
         latent = self.encode_pixels(x_t)  # [B, 1+N, D]
-        logits = self.neck(latent, z0, mask_t)  # [B, 1+N+n_vis, V]
+        logits = self.neck(latent, z0, mask_t, num_visible=num_visible,
+                           pad_to=pad_to)  # [B, 1+N+n_vis (or pad_to), V]
         loss = self.head.loss(logits[:, 1:1 + self.num_tokens], target, mask_t)
         out = dict(loss=loss)
         if return_intermediates:

@@ -113,7 +113,8 @@ class ADDPMaskSampler:
                  batch_size: int,
                  num_tokens: int,
                  device: torch.device = torch.device('cpu'),
-                 generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
+                 generator: Optional[torch.Generator] = None,
+                 return_counts: bool = False) -> Tuple:
         """Draw one nested mask pair.
 
         Args:
@@ -123,16 +124,29 @@ class ADDPMaskSampler:
                 Defaults to CPU.
             generator (torch.Generator, optional): CPU generator for every
                 random draw; the global torch RNG when None. Defaults to None.
+            return_counts (bool): Also return the masked counts ``n_t`` and
+                ``n_t_next`` (Python ints, the same for every sample).
+                Defaults to False.
 
         Returns:
-            tuple[Tensor, Tensor]: ``mask_t`` and ``mask_t_next``, float32
-            ``[B, num_tokens]`` with 1 = masked and ``mask_t <= mask_t_next``.
+            tuple: ``mask_t`` and ``mask_t_next``, float32 ``[B, num_tokens]``
+            with 1 = masked and ``mask_t <= mask_t_next`` (plus ``n_t``,
+            ``n_t_next`` with ``return_counts``).
         """
         n_t, n_next = self.sample_counts(num_tokens, generator)
         noise = torch.rand(batch_size, num_tokens, generator=generator, device='cpu')
-        mask_t = self.masks_from_noise(noise, n_t)
-        mask_next = self.masks_from_noise(noise, n_next)
-        return mask_t.to(device), mask_next.to(device)
+        pair = torch.stack([self.masks_from_noise(noise, n_t),
+                            self.masks_from_noise(noise, n_next)])  # [2, B, N]
+        device = torch.device(device)
+        if device.type == 'cuda':
+            # one asynchronous copy from pinned memory: the host does not wait for the device
+            pair = pair.pin_memory().to(device, non_blocking=True)
+        else:
+            pair = pair.to(device)
+        mask_t, mask_next = pair.unbind(0)
+        if return_counts:
+            return mask_t, mask_next, n_t, n_next
+        return mask_t, mask_next
 
 
 register_model(ADDPMaskSampler)

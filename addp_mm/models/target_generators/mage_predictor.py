@@ -63,7 +63,8 @@ from addp_mm.models.layers import Block, MlmLayer, init_linear_layernorm, set_sd
 from addp_mm.registry import register_model
 from addp_mm.utils.checkpoint import (CheckpointError, check_state_dict,
                                       load_external_state_dict)
-from addp_mm.models.tokenizers.vqgan import frozen_precision, maybe_compile, parse_frozen_dtype
+from addp_mm.models.utils.performance import (LazyCompiled, compile_enabled, frozen_precision,
+                                              parse_frozen_dtype, resolve_frozen_dtype)
 
 __all__ = ['MAGETokenPredictor', 'convert_mage_state_dict', 'MAGE_UNUSED_KEYS',
            'MAGE_UNUSED_PREFIXES']
@@ -178,11 +179,13 @@ class MAGETokenPredictor(BaseModule):
         frozen_dtype (str, optional): Performance switch: precision of the
             forward pass. None follows the caller's autocast state; ``'fp32'``
             forces float32; ``'bf16'``/``'fp16'`` runs it under
-            ``torch.autocast``. The softmax of :meth:`predict_probs` is always
-            float32. Defaults to None.
-        compile (bool | dict): Performance switch: ``torch.compile`` the
+            ``torch.autocast``; ``'auto'`` is bf16 while the caller runs under
+            autocast on hardware with native bf16, else None. The softmax of
+            :meth:`predict_probs` is always float32. Defaults to None.
+        compile (bool | str | dict): Performance switch: ``torch.compile`` the
             embedding → blocks → MLM computation (dict = its keyword
-            arguments), lazily on the first call. Defaults to False.
+            arguments; ``'auto'`` = on CUDA only), lazily on the first call
+            with static shapes; eager if compiling fails. Defaults to False.
         init_cfg (dict | list[dict], optional): mmengine init config. Defaults
             to None.
     """
@@ -204,7 +207,7 @@ class MAGETokenPredictor(BaseModule):
                  checkpoint: Optional[str] = None,
                  use_sdpa: bool = False,
                  frozen_dtype: Optional[str] = None,
-                 compile: Union[bool, dict] = False,
+                 compile: Union[bool, str, dict] = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.num_codes = num_codes
@@ -307,7 +310,7 @@ class MAGETokenPredictor(BaseModule):
             'vqgan.* copy (the tokenizer loads its own checkpoint).', logger='current')
 
     # --------------------------------------------------------------- forward
-    def _check_inputs(self, tokens: Tensor, mask: Tensor) -> Tensor:
+    def _check_inputs(self, tokens: Tensor, mask: Tensor, check_values: bool = True) -> Tensor:
         if tokens.dim() != 2 or tokens.shape[1] != self.num_tokens:
             raise ValueError(f'tokens must be [B, {self.num_tokens}] (raster-order grid), '
                              f'got shape {tuple(tokens.shape)}')
@@ -317,6 +320,8 @@ class MAGETokenPredictor(BaseModule):
             raise ValueError(f'mask shape {tuple(mask.shape)} must equal tokens shape '
                              f'{tuple(tokens.shape)}')
         mask = mask.bool() if mask.dtype == torch.bool else mask > 0.5
+        if not check_values:  # reading the values would wait for the device
+            return mask
         visible = tokens[~mask]
         if visible.numel() and (int(visible.min()) < 0 or int(visible.max()) >= self.num_codes):
             raise ValueError(
@@ -324,30 +329,37 @@ class MAGETokenPredictor(BaseModule):
                 f'{int(visible.min())}, max {int(visible.max())}')
         return mask
 
-    def forward_logits(self, tokens: Tensor, mask: Tensor) -> Tensor:
+    def forward_logits(self, tokens: Tensor, mask: Tensor, check_values: bool = True) -> Tensor:
         """Full-vocabulary logits.
 
         Args:
             tokens (Tensor): LongTensor ``[B, N]`` codebook ids (values at masked
                 positions are ignored).
             mask (Tensor): ``[B, N]`` bool or float, 1/True = masked.
+            check_values (bool): Check that the visible ids are codebook
+                entries (reads them, i.e. waits for the device; callers that
+                pass the tokenizer's own ids skip it). Defaults to True.
 
         Returns:
             Tensor: ``[B, 1 + N, vocab_size]`` (slot 0 is the class slot).
         """
-        mask = self._check_inputs(tokens, mask)
+        mask = self._check_inputs(tokens, mask, check_values)
         B = tokens.shape[0]
         ids = torch.where(mask, torch.full_like(tokens, self.mask_id), tokens)
         ids = torch.cat([ids.new_full((B, 1), self.fake_class_id), ids], dim=1)  # [B, 1+N]
         slot_mask = torch.cat([mask.new_zeros(B, 1), mask], dim=1)  # [B, 1+N]
         fn = self._forward_ids
-        if self.compile:
+        device_type = tokens.device.type
+        if compile_enabled(self.compile, device_type):
             if 'forward' not in self._compiled:
-                self._compiled['forward'] = maybe_compile(self._forward_ids, self.compile)
+                self._compiled['forward'] = LazyCompiled(self._forward_ids, self.compile,
+                                                         'MAGE token predictor',
+                                                         defaults=dict(dynamic=False))
             fn = self._compiled['forward']
-        if self.frozen_dtype is None:
+        dtype = resolve_frozen_dtype(self.frozen_dtype, device_type)
+        if dtype is None:
             return fn(ids, slot_mask)
-        with frozen_precision(self.frozen_dtype, tokens.device.type):
+        with frozen_precision(dtype, device_type):
             return fn(ids, slot_mask).float()
 
     def _forward_ids(self, ids: Tensor, slot_mask: Tensor) -> Tensor:
@@ -375,21 +387,23 @@ class MAGETokenPredictor(BaseModule):
         x = self.decoder_norm(x)
         return self.mlm_layer(x, self.token_emb.word_embeddings.weight.detach())  # [B, 1+N, V]
 
-    def predict_probs(self, tokens: Tensor, mask: Tensor) -> Tensor:
+    def predict_probs(self, tokens: Tensor, mask: Tensor, check_values: bool = True) -> Tensor:
         """Per-position distribution over the codebook.
 
         Args:
             tokens (Tensor): LongTensor ``[B, N]`` codebook ids.
             mask (Tensor): ``[B, N]`` bool or float, 1/True = masked.
+            check_values (bool): See :meth:`forward_logits`. Defaults to True.
 
         Returns:
             Tensor: ``[B, N, num_codes]`` float32 probabilities (softmax over
             the codebook ids only, defined at every position).
         """
-        logits = self.forward_logits(tokens, mask)[:, 1:, :self.num_codes]  # [B, N, K]
+        logits = self.forward_logits(tokens, mask, check_values)[:, 1:, :self.num_codes]  # [B, N, K]
         return logits.float().softmax(dim=-1)
 
-    def predict_probs_multi(self, tokens: Tensor, masks: Sequence[Tensor]) -> List[Tensor]:
+    def predict_probs_multi(self, tokens: Tensor, masks: Sequence[Tensor],
+                            check_values: bool = True) -> List[Tensor]:
         """:meth:`predict_probs` for several masks of the same tokens in one
         batched forward pass (performance: one pass over ``len(masks) * B``
         samples instead of ``len(masks)`` passes).
@@ -404,6 +418,7 @@ class MAGETokenPredictor(BaseModule):
         Args:
             tokens (Tensor): LongTensor ``[B, N]``.
             masks (Sequence[Tensor]): Masks ``[B, N]`` (1/True = masked).
+            check_values (bool): See :meth:`forward_logits`. Defaults to True.
 
         Returns:
             list[Tensor]: One ``[B, N, num_codes]`` tensor per mask, in order.
@@ -413,7 +428,8 @@ class MAGETokenPredictor(BaseModule):
         B = tokens.shape[0]
         stacked = torch.cat([m.bool() if m.dtype == torch.bool else m > 0.5 for m in masks],
                             dim=0).to(tokens.device)  # [M*B, N]
-        probs = self.predict_probs(tokens.repeat(len(masks), 1), stacked)  # [M*B, N, K]
+        probs = self.predict_probs(tokens.repeat(len(masks), 1), stacked,
+                                   check_values)  # [M*B, N, K]
         return list(probs.split(B, dim=0))
 
     def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:

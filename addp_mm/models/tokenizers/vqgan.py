@@ -46,8 +46,7 @@ with ``torch.load(weights_only=True)`` through
   (see :mod:`addp_mm.models.target_generators.mage_predictor`).
 """
 import math
-from contextlib import nullcontext
-from typing import Callable, ContextManager, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -55,12 +54,16 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
+from addp_mm.models.utils.performance import (AUTO, FROZEN_DTYPES, LazyCompiled,
+                                              compile_enabled, frozen_precision, maybe_compile,
+                                              parse_frozen_dtype, resolve_frozen_dtype, swish,
+                                              swish_fused)
 from addp_mm.registry import register_model
 from addp_mm.utils.checkpoint import (CheckpointError, check_state_dict,
                                       load_external_state_dict)
 
 __all__ = ['VQGANTokenizer', 'convert_vqgan_state_dict', 'VQGAN_UNUSED_PREFIXES', 'FROZEN_DTYPES',
-           'parse_frozen_dtype', 'frozen_precision']
+           'parse_frozen_dtype', 'frozen_precision', 'maybe_compile']
 
 #: Key prefixes of an official VQGAN file that no computation reads
 #: (training-loss / discriminator weights of taming checkpoints).
@@ -123,62 +126,9 @@ def convert_vqgan_state_dict(
 # ---------------------------------------------------------------------------
 # Building blocks (names follow the official checkpoint keys)
 # ---------------------------------------------------------------------------
-def _swish(x: Tensor) -> Tensor:
-    return x * torch.sigmoid(x)
-
-
-def _swish_fused(x: Tensor) -> Tensor:
-    """``F.silu`` (one kernel, in place when no graph is recorded).
-
-    Same function as :func:`_swish`; the fused kernel may differ from
-    ``x * sigmoid(x)`` in the last bit (max abs difference ~1e-6 on O(1)
-    activations).
-    """
-    return F.silu(x, inplace=not (torch.is_grad_enabled() and x.requires_grad))
-
-
-#: Precision names accepted by ``frozen_dtype`` (VQGAN and MAGE predictor).
-FROZEN_DTYPES: Dict[str, torch.dtype] = {
-    'fp32': torch.float32, 'float32': torch.float32,
-    'bf16': torch.bfloat16, 'bfloat16': torch.bfloat16,
-    'fp16': torch.float16, 'float16': torch.float16,
-}
-
-
-def parse_frozen_dtype(frozen_dtype: Optional[Union[str, torch.dtype]]) -> Optional[torch.dtype]:
-    """Validate a ``frozen_dtype`` switch (None, a name of :data:`FROZEN_DTYPES`
-    or a torch float dtype)."""
-    if frozen_dtype is None or isinstance(frozen_dtype, torch.dtype):
-        if frozen_dtype is not None and frozen_dtype not in FROZEN_DTYPES.values():
-            raise ValueError(f'frozen_dtype {frozen_dtype} is not supported; use one of '
-                             f'{sorted(set(FROZEN_DTYPES))} or None')
-        return frozen_dtype
-    if frozen_dtype not in FROZEN_DTYPES:
-        raise ValueError(f'frozen_dtype must be None (follow the caller\'s autocast) or one of '
-                         f'{sorted(FROZEN_DTYPES)}, got {frozen_dtype!r}')
-    return FROZEN_DTYPES[frozen_dtype]
-
-
-def frozen_precision(dtype: Optional[torch.dtype], device_type: str) -> ContextManager:
-    """Context for running a frozen module at ``dtype``.
-
-    ``None``: no change (the caller's autocast state applies); float32:
-    autocast disabled; bf16/fp16: ``torch.autocast(device_type, dtype)``
-    (matmuls and convolutions in low precision, norms and softmax in fp32).
-    """
-    if dtype is None:
-        return nullcontext()
-    if dtype == torch.float32:
-        return torch.autocast(device_type=device_type, enabled=False)
-    return torch.autocast(device_type=device_type, dtype=dtype)
-
-
-def maybe_compile(module: nn.Module, compile_cfg: Union[bool, dict]) -> Callable:
-    """``torch.compile(module, **cfg)`` (``True`` = defaults) or the module."""
-    if not compile_cfg:
-        return module
-    kwargs = {} if compile_cfg is True else dict(compile_cfg)
-    return torch.compile(module, **kwargs)
+#: kept for compatibility: the activations and precision helpers live in
+#: :mod:`addp_mm.models.utils.performance`
+_swish, _swish_fused = swish, swish_fused
 
 
 class _ResBlock(nn.Module):
@@ -350,23 +300,31 @@ class VQGANTokenizer(BaseModule):
             ``vqgan_jax_strongaug.ckpt`` or a converted file; see the module
             docstring), loaded strictly in :meth:`init_weights`. Defaults to None
             (random weights, for tests and benchmarks).
-        channels_last (bool): Performance switch: keep the convolution weights
-            and activations in channels-last layout (faster oneDNN / cuDNN
-            kernels). Same maths; fp32 results differ from the default layout
-            only by kernel rounding (~1e-6 relative). Defaults to False.
+        channels_last (bool | str): Performance switch: keep the convolution
+            weights and activations in channels-last layout (faster oneDNN
+            kernels on CPUs). ``'auto'`` uses it on CPUs only: CUDA's GroupNorm
+            has no channels-last kernel, so there every norm would transpose
+            its input to NCHW and the next convolution back. Same maths; fp32
+            results differ from the default layout only by kernel rounding
+            (~1e-6 relative). Defaults to False.
         frozen_dtype (str, optional): Performance switch: precision of
             :meth:`encode` / :meth:`decode`. None follows the caller's autocast
             state (the reference behaviour); ``'fp32'`` forces float32 even
             under autocast; ``'bf16'`` (or ``'fp16'``) runs the convolutions
-            under ``torch.autocast`` on the input's device. The nearest-code
-            search and the returned tensors stay float32. Defaults to None.
+            under ``torch.autocast`` on the input's device; ``'auto'`` is bf16
+            while the caller runs under autocast on hardware with native bf16
+            (:func:`~addp_mm.models.utils.performance.resolve_frozen_dtype`),
+            else None. The nearest-code search and the returned tensors stay
+            float32. Defaults to None.
         fused_act (bool): Performance switch: ``F.silu`` (in place when no
             graph is recorded) instead of ``x * sigmoid(x)``; same function,
             last-bit differences. Defaults to False.
-        compile (bool | dict): Performance switch: run the encoder and decoder
-            through ``torch.compile`` (a dict is passed as its keyword
-            arguments, e.g. ``dict(mode='max-autotune')``). Compiled lazily on
-            the first call. Defaults to False.
+        compile (bool | str | dict): Performance switch: run the encoder and
+            decoder through ``torch.compile`` (a dict is passed as its keyword
+            arguments, e.g. ``dict(mode='reduce-overhead')`` for CUDA graphs;
+            ``'auto'`` compiles on CUDA only). Compiled lazily on the first
+            call with static shapes (``dynamic=False``); if compiling fails the
+            module runs eagerly (logged once). Defaults to False.
         init_cfg (dict | list[dict], optional): mmengine init config. Defaults
             to None.
     """
@@ -383,10 +341,10 @@ class VQGANTokenizer(BaseModule):
                  norm_num_groups: int = 32,
                  norm_eps: float = 1e-6,
                  checkpoint: Optional[str] = None,
-                 channels_last: bool = False,
+                 channels_last: Union[bool, str] = False,
                  frozen_dtype: Optional[str] = None,
                  fused_act: bool = False,
-                 compile: Union[bool, dict] = False,
+                 compile: Union[bool, str, dict] = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if z_channels != embed_dim:
@@ -425,10 +383,22 @@ class VQGANTokenizer(BaseModule):
         self.set_fused_act(fused_act)
 
     # ------------------------------------------------------ performance switches
-    def set_channels_last(self, enabled: bool) -> None:
-        """Switch the conv weights (and activations) to/from channels-last."""
-        self.channels_last = bool(enabled)
-        fmt = torch.channels_last if enabled else torch.contiguous_format
+    def set_channels_last(self, enabled: Union[bool, str]) -> None:
+        """Set the channels-last switch (``True``, ``False`` or ``'auto'``)
+        and lay out the conv weights for the CPU (``'auto'`` is resolved again
+        for the input's device on every call)."""
+        if enabled != AUTO:
+            enabled = bool(enabled)
+        self.channels_last = enabled
+        self._layout_weights(self._use_channels_last('cpu'))
+
+    def _use_channels_last(self, device_type: str) -> bool:
+        if self.channels_last == AUTO:
+            return device_type == 'cpu'
+        return bool(self.channels_last)
+
+    def _layout_weights(self, channels_last: bool) -> None:
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 m.weight.data = m.weight.data.contiguous(memory_format=fmt)
@@ -447,23 +417,28 @@ class VQGANTokenizer(BaseModule):
     def _run(self, name: str, x: Tensor) -> Tensor:
         """Run ``self.encoder`` / ``self.decoder`` with the switches applied."""
         module = getattr(self, name)
-        if self.channels_last:
-            if not module.conv_in.weight.is_contiguous(memory_format=torch.channels_last):
-                self.set_channels_last(True)  # e.g. weights replaced after construction
+        device_type = x.device.type
+        channels_last = self._use_channels_last(device_type)
+        # conv weights follow the layout (e.g. weights replaced, or 'auto' on a new device)
+        if module.conv_in.weight.is_contiguous(memory_format=torch.channels_last) != channels_last \
+                or module.conv_in.weight.is_contiguous() == channels_last:
+            self._layout_weights(channels_last)
+        if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        if self.compile:
+        fn = module
+        if compile_enabled(self.compile, device_type):
             if name not in self._compiled:
-                self._compiled[name] = maybe_compile(module, self.compile)
+                self._compiled[name] = LazyCompiled(module, self.compile, f'VQGAN {name}',
+                                                    defaults=dict(dynamic=False))
             fn = self._compiled[name]
-        else:
-            fn = module
-        if self.frozen_dtype is None:
+        dtype = resolve_frozen_dtype(self.frozen_dtype, device_type)
+        if dtype is None:
             out = fn(x)
         else:
-            with frozen_precision(self.frozen_dtype, x.device.type):
+            with frozen_precision(dtype, device_type):
                 out = fn(x)
             out = out.float()
-        if self.channels_last:
+        if channels_last:
             out = out.contiguous()
         return out
 
@@ -579,7 +554,8 @@ class VQGANTokenizer(BaseModule):
         self._check_images(images)
         h = self._run('encoder', images)  # [B, C, h, w]
         indices = self.quantize_latents(h)  # [B, h*w]
-        return indices, self.embed(indices, grid=h.shape[-2:])
+        # the ids come from the codebook search: no range check (it would sync the device)
+        return indices, self.embed(indices, grid=h.shape[-2:], check=False)
 
     def quantize_latents(self, latents: Tensor) -> Tensor:
         """Nearest codebook entry (squared L2, fp32, lowest id on ties).
@@ -599,18 +575,22 @@ class VQGANTokenizer(BaseModule):
             indices = dist.argmin(dim=1)
         return indices.view(B, gh * gw)
 
-    def embed(self, indices: Tensor, grid: Optional[Tuple[int, int]] = None) -> Tensor:
+    def embed(self, indices: Tensor, grid: Optional[Tuple[int, int]] = None,
+              check: bool = True) -> Tensor:
         """Codebook lookup.
 
         Args:
             indices (Tensor): Integer ids ``[B, N]`` (raster order) or ``[B, h, w]``.
             grid (tuple[int, int], optional): ``(h, w)`` for ``[B, N]`` input;
                 a square grid is assumed when None. Defaults to None.
+            check (bool): Check that the ids are codebook entries (reads the
+                values, i.e. waits for the device). Defaults to True.
 
         Returns:
             Tensor: ``[B, embed_dim, h, w]``.
         """
-        self._check_indices(indices)
+        if check:
+            self._check_indices(indices)
         if indices.dim() == 3:
             gh, gw = indices.shape[1:]
         elif indices.dim() == 2:

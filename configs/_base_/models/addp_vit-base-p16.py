@@ -13,7 +13,8 @@ model = dict(
     # the VQGAN sees raw RGB in [0, 1]; the encoder's ImageNet normalisation
     # happens inside the model (after clamping x_t)
     data_preprocessor=dict(
-        type='SelfSupDataPreprocessor', mean=[0., 0., 0.], std=[255., 255., 255.], to_rgb=True),
+        type='SelfSupDataPreprocessor', mean=[0., 0., 0.], std=[255., 255., 255.], to_rgb=True,
+        non_blocking=True),
     backbone=dict(
         type='ADDPViT', img_size=256, patch_size=16, embed_dims=768, num_layers=12,
         num_heads=12, mlp_ratio=4., drop_rate=0.1, attn_drop_rate=0.1, tokenizer_drop_rate=0.1),

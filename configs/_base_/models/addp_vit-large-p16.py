@@ -9,7 +9,8 @@ custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
 model = dict(
     type='ADDP',
     data_preprocessor=dict(
-        type='SelfSupDataPreprocessor', mean=[0., 0., 0.], std=[255., 255., 255.], to_rgb=True),
+        type='SelfSupDataPreprocessor', mean=[0., 0., 0.], std=[255., 255., 255.], to_rgb=True,
+        non_blocking=True),
     backbone=dict(
         type='ADDPViT', img_size=256, patch_size=16, embed_dims=1024, num_layers=24,
         num_heads=16, mlp_ratio=4., drop_rate=0.1, attn_drop_rate=0.1, tokenizer_drop_rate=0.1),

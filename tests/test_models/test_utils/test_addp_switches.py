@@ -94,7 +94,9 @@ def test_presets_round_trip():
     configure_performance(model, **PRESETS['plain'])
     assert describe_performance(model) == dict(sdpa=False, channels_last=False, fused_act=False,
                                                frozen_dtype=None, compile=False,
-                                               batch_predictor_passes=False, skip_fully_masked=False)
+                                               batch_predictor_passes=False, skip_fully_masked=False,
+                                               static_decoder_length=False, compile_trainable=False,
+                                               sampler_precision=None)
     assert model.tokenizer.decoder.conv_in.weight.is_contiguous()
     # UNSET leaves a switch alone
     configure_performance(model, sdpa=True, channels_last=UNSET)
