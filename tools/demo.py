@@ -406,7 +406,36 @@ def dense_report(summary: dict) -> List[str]:
                 verdict += ' on average, not for every seed'
             L += ['', f"{k} margin: **{m['margin']:+{f}}** (std {std}, min "
                   f"{m['min_margin']:+{f}}, max {m['max_margin']:+{f}}; {verdict}).", '']
+            if m['margin_std'] is not None and abs(m['margin']) <= m['margin_std']:
+                L += [f'The mean margin is smaller than its spread over seeds: with '
+                      f"{len(d['seeds'])} seeds it cannot be told apart from seed noise.", '']
+        L += _dense_diagnosis(task, d)
     return L
+
+
+def _dense_diagnosis(task: str, d: dict) -> List[str]:
+    """Plain words when ADDP does not win a metric, with the measured training
+    losses of both inits (does the pretrained start fit the task faster?)."""
+    losing = [k for k, m in d['metrics'].items() if m['margin'] <= 0]
+    la, lr = d.get('addp_train_loss_last'), d.get('random_train_loss_last')
+    fa, fr = d.get('addp_train_loss_first'), d.get('random_train_loss_first')
+    L = []
+    if la is not None and lr is not None:
+        L += [f'Training loss (mean over seeds, first -> last logged): ADDP {fa:.3f} -> '
+              f'{la:.3f}, random init {fr:.3f} -> {lr:.3f}.', '']
+    if not losing:
+        return L
+    text = (f"**The ADDP encoder does NOT beat random init on {', '.join(losing)} here.** ")
+    if la is not None and lr is not None:
+        if la >= lr:
+            text += ('Its runs also end with a training loss no lower than the random-init runs, '
+                     'so at this scale the pretrained weights are not an easier starting point '
+                     'for this task than a random initialisation in the same budget.')
+        else:
+            text += ('Its runs end with a lower training loss than the random-init runs but do '
+                     'not score higher on the val scenes: the pretrained start fits the training '
+                     'scenes faster without generalising better.')
+    return L + [text, '']
 
 
 def write_report(work_dir: str, summary: dict) -> str:
@@ -614,7 +643,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                 missing = [k for k in DENSE_METRICS[task] if k not in m]
                 if missing:
                     raise DemoError(f'the {task} run {key} logged no {missing}')
-                runs[who].append(dict(seed=seed, **{k: m[k] for k in DENSE_METRICS[task]}))
+                loss = S[key]['losses'].get('loss', {})
+                runs[who].append(dict(seed=seed, **{k: m[k] for k in DENSE_METRICS[task]},
+                                      train_loss_first=loss.get('first'),
+                                      train_loss_last=loss.get('last')))
         summary['dense'][task] = dense_summary(runs, DENSE_METRICS[task])
     return finish(summary, wd, t0)
 
@@ -680,6 +712,11 @@ def dense_summary(runs: Dict[str, List[dict]], metrics: Sequence[str]) -> dict:
     mean, sample standard deviation (None for one seed), min and max."""
     a, r = runs['addp'], runs['random']
     out = dict(seeds=[x['seed'] for x in a], addp_runs=a, random_runs=r, metrics={})
+    for who, rs in (('addp', a), ('random', r)):
+        for when in ('first', 'last'):
+            vals = [x.get(f'train_loss_{when}') for x in rs]
+            out[f'{who}_train_loss_{when}'] = (sum(vals) / len(vals)
+                                               if vals and None not in vals else None)
     for k in metrics:
         paired = [x[k] - y[k] for x, y in zip(a, r)]
         n = len(paired)
