@@ -155,11 +155,11 @@ def stage_config(stage: Stage, iters: int, out_dir: str) -> str:
     """The config to run: the stage's own file, or (other iteration count) a
     child config next to the outputs that only rescales the iteration budget."""
     path = osp.join(CFG_DIR, stage.config)
-    if iters == stage.iters:
-        return path
     from mmengine.config import Config
     cfg = Config.fromfile(path, import_custom_modules=False)
     base_iters = int(cfg.train_cfg.max_iters)
+    if iters == base_iters:
+        return path
     train_cfg = dict(max_iters=iters)
     if 'val_interval' in cfg.train_cfg:
         train_cfg['val_interval'] = iters

@@ -168,3 +168,24 @@ def test_from_stage_needs_an_earlier_run(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert 'needs the summary.json of an earlier full run' in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize('name', ['tokenizer', 'predictor', 'addp', 'transfer_addp',
+                                  'transfer_random', 'detection', 'segmentation'])
+def test_full_mode_stage_runs_its_stated_budget(name, tmp_path):
+    """The config a full-mode stage runs has the iteration count the demo
+    records for it, with the schedule inside that budget."""
+    import importlib.util
+
+    from mmengine.config import Config
+    spec = importlib.util.spec_from_file_location('addp_demo', osp.join(REPO, 'tools', 'demo.py'))
+    demo_mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo_mod)
+    stage = demo_mod.STAGES[name]
+    cfg = Config.fromfile(demo_mod.stage_config(stage, stage.iters, str(tmp_path)),
+                          import_custom_modules=False)
+    assert cfg.train_cfg.max_iters == stage.iters
+    scheds = cfg.param_scheduler if isinstance(cfg.param_scheduler, list) else [cfg.param_scheduler]
+    assert max(s['end'] for s in scheds) <= stage.iters
+    if 'val_interval' in cfg.train_cfg:
+        assert cfg.train_cfg.val_interval <= stage.iters
