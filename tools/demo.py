@@ -10,8 +10,10 @@
 4. ``samples/``      unconditional generation: a grid and per-step denoising strips;
 5. ``transfer_*``    linear probe of the ADDP encoder vs the same encoder randomly
                      initialised: "which photo does this 32 px crop come from";
-6. ``detection/``, ``segmentation/``  short Mask R-CNN / UperNet runs on small
-                     COCO/ADE-format datasets made from the real textures.
+6. ``detection_*``, ``segmentation_*``  Mask R-CNN / UperNet on small
+                     COCO/ADE-format datasets made from the real textures, each
+                     from the ADDP encoder and from the same encoder randomly
+                     initialised, same budget, several seeds.
 
 The data is generated on first use under ``<work-dir>/data`` from the photos
 bundled with scikit-image (no download). The last step writes
@@ -22,6 +24,7 @@ Examples::
 
     python tools/demo.py                       # full demo (~15 min on a 2-core CPU)
     python tools/demo.py --fast --work-dir work_dirs/demo_fast   # CI-sized run
+    python tools/demo.py --from-stage detection   # re-run only the dense comparison
     python tools/demo.py --threads 4           # more intra-op threads on an idle machine
     python tools/demo.py --data-only           # only write the datasets under <work-dir>/data
 
@@ -43,7 +46,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
@@ -62,6 +65,8 @@ class Stage:
     config: str
     iters: int  # full mode
     fast_iters: int
+    #: ``--cfg-options`` the demo always adds (budget choices made here, not in the config)
+    options: Tuple[str, ...] = ()
     outputs: Dict = field(default_factory=dict)
 
 
@@ -80,12 +85,22 @@ STAGES = {
                              150, 50),
     'detection': Stage('detection', 'Mask R-CNN on synthetic COCO',
                        'mask-rcnn_addp-vit-tiny-p4_simple-fpn_1xb4-150i_synthetic-coco-128px.py',
-                       150, 10),
+                       80, 10),
     'segmentation': Stage('segmentation', 'UperNet on synthetic ADE',
-                          'addp-vit-tiny-p4_upernet_1xb8-200i_synthetic-ade-64px.py', 200, 10),
+                          'addp-vit-tiny-p4_upernet_1xb8-200i_synthetic-ade-64px.py', 100, 10),
 }
 ORDER = ['tokenizer', 'predictor', 'addp', 'samples', 'transfer_addp', 'transfer_random',
          'detection', 'segmentation']
+DENSE_ORDER = ['detection', 'segmentation']
+#: what the dense comparison reads from each run's validation
+DENSE_METRICS = {'detection': ('coco/bbox_mAP', 'coco/segm_mAP'), 'segmentation': ('mIoU', )}
+#: the generated datasets (addp_mm/datasets/synthetic_dense.py) and their folders under data/
+DENSE_DATA = {
+    'detection': dict(folder='synthetic_coco_128px',
+                      build=dict(image_size=128, num_train=64, num_val=16)),
+    'segmentation': dict(folder='synthetic_ade_64px',
+                         build=dict(image_size=64, num_train=64, num_val=16)),
+}
 
 
 class DemoError(SystemExit):
@@ -104,6 +119,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--probe-seeds', type=int, default=None,
                    help='linear probes per encoder, seeds 0..N-1; the margin is the mean over '
                    'them (default 3, 1 with --fast)')
+    p.add_argument('--dense-seeds', type=int, default=None,
+                   help='detection / segmentation runs per encoder (ADDP and random init), seeds '
+                   '0..N-1 (default 3, 1 with --fast)')
     p.add_argument('--skip-dense', action='store_true',
                    help='stop after the transfer stage (no detection / segmentation runs)')
     p.add_argument('--threads', type=int, default=None,
@@ -111,11 +129,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--data-only', action='store_true',
                    help='write the photo crops and the synthetic COCO/ADE sets under '
                    '<work-dir>/data, then stop')
+    p.add_argument('--from-stage', choices=DENSE_ORDER, default=None,
+                   help='re-run only this dense stage and the ones after it on the ADDP '
+                   'checkpoint of an earlier run in --work-dir (its summary.json); the earlier '
+                   'stages, their numbers and wall times are taken from that run')
     args = p.parse_args(argv)
     if args.threads is not None and args.threads < 1:
         p.error('--threads must be at least 1')
     if args.probe_seeds is not None and args.probe_seeds < 1:
         p.error('--probe-seeds must be at least 1')
+    if args.dense_seeds is not None and args.dense_seeds < 1:
+        p.error('--dense-seeds must be at least 1')
+    if args.from_stage and args.skip_dense:
+        p.error('--from-stage re-runs dense stages; it cannot be combined with --skip-dense')
     return args
 
 
@@ -144,17 +170,17 @@ def stage_config(stage: Stage, iters: int, out_dir: str) -> str:
     """The config to run: the stage's own file, or (other iteration count) a
     child config next to the outputs that only rescales the iteration budget."""
     path = osp.join(CFG_DIR, stage.config)
-    if iters == stage.iters:
-        return path
     from mmengine.config import Config
     cfg = Config.fromfile(path, import_custom_modules=False)
     base_iters = int(cfg.train_cfg.max_iters)
+    if iters == base_iters:
+        return path
     train_cfg = dict(max_iters=iters)
     if 'val_interval' in cfg.train_cfg:
         train_cfg['val_interval'] = iters
     lines = [
-        f'# {stage.name}: {stage.config} with {iters} instead of {base_iters} iterations '
-        '(tools/demo.py --fast)',
+        f'# {stage.name}: {stage.config} with {iters} instead of {base_iters} iterations, '
+        'the schedule rescaled (written by tools/demo.py)',
         f'_base_ = [{path!r}]',
         f'train_cfg = {train_cfg!r}',
         f'param_scheduler = {_scale_schedule(cfg.param_scheduler, base_iters, iters)!r}',
@@ -243,6 +269,13 @@ def read_scalars(work_dir: str) -> List[dict]:
 LOSS_KEYS = ('loss', 'loss_rec', 'loss_codebook', 'loss_commit', 'loss_mtm', 'acc_masked',
              'usage', 'perplexity', 'loss_rpn_cls', 'loss_rpn_bbox', 'loss_cls', 'loss_bbox',
              'loss_mask', 'decode.loss_ce', 'aux.loss_ce', 'decode.acc_seg')
+
+
+def seconds_per_iter(records: List[dict]) -> Optional[float]:
+    """Median logged training step time (mmengine's ``time``: data + forward +
+    backward + update, averaged over each logging window)."""
+    ts = sorted(float(r['time']) for r in records if 'loss' in r and 'time' in r)
+    return ts[len(ts) // 2] if ts else None
 
 
 def summarize_training(records: List[dict]) -> Dict[str, dict]:
@@ -357,23 +390,111 @@ def _show_path(path: str, work_dir: str) -> str:
     return path
 
 
+DENSE_TITLES = {
+    'detection': 'Mask R-CNN on synthetic COCO scenes (coin / horse, 128 px)',
+    'segmentation': 'UperNet on synthetic ADE scenes (grass / gravel / brick / coin / horse, 64 px)',
+}
+
+
+def _metric_fmt(k: str) -> str:
+    return '.3f' if k.startswith('coco/') else '.2f'
+
+
+def dense_report(summary: dict) -> List[str]:
+    """Section 6: per task and metric, per-seed values for both encoders, the
+    paired margins, their mean and spread."""
+    dense = summary.get('dense') or {}
+    if not dense:
+        return ['## 6. Detection and segmentation', '', 'Skipped (`--skip-dense`).', '']
+    S = summary['stages']
+    L = ['## 6. Transfer to dense tasks: ADDP encoder vs random init', '',
+         'Each task is trained twice per seed with the same config, budget and seed (head '
+         'initialisation, data order, augmentation): once with the backbone loaded from the '
+         'ADDP checkpoint of stage 3 (`model.backbone.pretrained=<ckpt>`), once with the same '
+         'backbone randomly initialised (`model.backbone.pretrained=None`). A margin is ADDP '
+         'minus random init for the same seed; std is the sample standard deviation of the '
+         'per-seed margins.', '']
+    for task, d in dense.items():
+        first = S.get(f'{task}_addp', {})
+        L += [f'### {DENSE_TITLES.get(task, task)}', '']
+        if first:
+            opts = first.get('options')
+            L += [f"`{_show_path(first['config'], summary['work_dir'])}`, {first['iters']} "
+                  'iterations per run' + (', with `' + ' '.join(opts) + '`' if opts else '')
+                  + '.', '']
+        for k, m in d['metrics'].items():
+            f = _metric_fmt(k)
+            L += [f'| seed | ADDP-pretrained {k} | random init {k} | margin |',
+                  '|---|---|---|---|']
+            for x, y, dm in zip(d['addp_runs'], d['random_runs'], m['paired_margins']):
+                L.append(f"| {x['seed']} | {x[k]:{f}} | {y[k]:{f}} | {dm:+{f}} |")
+            L.append(f"| **mean** | **{m['addp_mean']:{f}}** | {m['random_mean']:{f}} "
+                     f"| **{m['margin']:+{f}}** |")
+            std = '-' if m['margin_std'] is None else f"{m['margin_std']:{f}}"
+            verdict = 'ADDP better' if m['margin'] > 0 else 'ADDP NOT better'
+            if m['margin'] > 0 and m['min_margin'] <= 0:
+                verdict += ' on average, not for every seed'
+            L += ['', f"{k} margin: **{m['margin']:+{f}}** (std {std}, min "
+                  f"{m['min_margin']:+{f}}, max {m['max_margin']:+{f}}; {verdict}).", '']
+            if m['margin_std'] is not None and abs(m['margin']) <= m['margin_std']:
+                L += [f'The mean margin is smaller than its spread over seeds: with '
+                      f"{len(d['seeds'])} seeds it cannot be told apart from seed noise.", '']
+        L += _dense_diagnosis(task, d)
+    return L
+
+
+def _dense_diagnosis(task: str, d: dict) -> List[str]:
+    """Plain words when ADDP does not win a metric, with the measured training
+    losses of both inits (does the pretrained start fit the task faster?)."""
+    losing = [k for k, m in d['metrics'].items() if m['margin'] <= 0]
+    la, lr = d.get('addp_train_loss_last'), d.get('random_train_loss_last')
+    fa, fr = d.get('addp_train_loss_first'), d.get('random_train_loss_first')
+    L = []
+    if la is not None and lr is not None:
+        L += [f'Training loss (mean over seeds, first -> last logged): ADDP {fa:.3f} -> '
+              f'{la:.3f}, random init {fr:.3f} -> {lr:.3f}.', '']
+    if not losing:
+        return L
+    text = (f"**The ADDP encoder does NOT beat random init on {', '.join(losing)} here.** ")
+    if la is not None and lr is not None:
+        if la >= lr:
+            text += ('Its runs also end with a training loss no lower than the random-init runs, '
+                     'so at this scale the pretrained weights are not an easier starting point '
+                     'for this task than a random initialisation in the same budget.')
+        else:
+            text += ('Its runs end with a lower training loss than the random-init runs but do '
+                     'not score higher on the val scenes: the pretrained start fits the training '
+                     'scenes faster without generalising better.')
+    return L + [text, '']
+
+
 def write_report(work_dir: str, summary: dict) -> str:
     S = summary['stages']
     L = ['# ADDP embedded demo report', '',
          f"Mode: **{'fast (CI)' if summary['fast'] else 'full'}**, "
          f"{summary['cpu_count']} CPU cores, total wall time **{summary['total_wall_s'] / 60:.1f} min** "
-         f"({summary['total_wall_s']:.0f} s).", '',
+         f"({summary['total_wall_s']:.0f} s).", '']
+    resumed = summary.get('resumed')
+    if resumed:
+        L += [f"Stages from `{resumed['from_stage']}` on were re-run with `--from-stage "
+              f"{resumed['from_stage']}` ({resumed['this_run_wall_s'] / 60:.1f} min) on the ADDP "
+              'checkpoint of an earlier run in this folder; the earlier stages, their numbers and '
+              f"wall times ({resumed['earlier_stages_wall_s'] / 60:.1f} min) are that run's, and "
+              'the total is their sum.', '']
+    L += [
          'Every stage is an ordinary config under `configs/demo/` run through `tools/train.py` '
          '(or `tools/sample.py`); its folder holds the config that ran, the log (`stdout.log`) '
          'and the checkpoint. Data: crops of the photos bundled with scikit-image '
          '(`addp_mm/datasets/embedded.py`) and scenes made from them '
          '(`addp_mm/datasets/synthetic_dense.py`).', '',
          '## Stages', '',
-         '| stage | config | iterations | wall time |', '|---|---|---|---|']
+         '| stage | config | iterations | s / iteration | wall time |', '|---|---|---|---|---|']
     for name, st in S.items():
         if st:
+            spi = st.get('s_per_iter')
             L.append(f"| {name} | `{_show_path(st['config'], work_dir)}` "
-                     f"| {st.get('iters', '-')} | {st['wall_s']:.1f} s |")
+                     f"| {st.get('iters', '-')} | {'-' if spi is None else f'{spi:.3f}'} "
+                     f"| {st['wall_s']:.1f} s |")
     L += ['', '## Training losses', '',
           '| stage | value | first | last | min |', '|---|---|---|---|---|']
     for name in S:
@@ -431,20 +552,7 @@ def write_report(work_dir: str, summary: dict) -> str:
               'the toy pretraining (1500 steps, a weak teacher whose target is only ~0.3 nats '
               'sharper than the batch-average code distribution) moves the encoder away from that '
               'without yet giving it better features.', '']
-    if 'detection' in S and 'segmentation' in S:
-        d, s = S['detection'].get('metrics', {}), S['segmentation'].get('metrics', {})
-        L += ['## 6. Detection and segmentation (ADDP encoder as backbone)', '',
-              '| task | metric | value |', '|---|---|---|']
-        for k in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP', 'coco/segm_mAP_50'):
-            if k in d:
-                L.append(f'| detection (synthetic COCO, coin/horse) | {k} | {d[k]:.3f} |')
-        for k in ('mIoU', 'aAcc', 'mAcc'):
-            if k in s:
-                L.append(f'| segmentation (synthetic ADE, 5 classes) | {k} | {s[k]:.2f} |')
-        L += ['', 'Short runs from a toy encoder: the numbers show the pipelines work end to end, '
-              'not a benchmark.', '']
-    else:
-        L += ['## 6. Detection and segmentation', '', 'Skipped (`--skip-dense`).', '']
+    L += dense_report(summary)
     path = osp.join(work_dir, 'REPORT.md')
     with open(path, 'w') as f:
         f.write('\n'.join(L))
@@ -454,6 +562,34 @@ def write_report(work_dir: str, summary: dict) -> str:
 # ---------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------
+def load_previous(wd: str, from_stage: str) -> dict:
+    """The summary of the earlier run in ``wd`` that ``--from-stage`` builds on,
+    without the stages that will run again."""
+    path = osp.join(wd, 'summary.json')
+    if not osp.isfile(path):
+        raise DemoError(f'--from-stage needs the summary.json of an earlier full run in {wd}; '
+                        'run the demo without --from-stage first')
+    with open(path) as f:
+        prev = json.load(f)
+    S = prev.get('stages', {})
+    if 'addp' not in S or 'transfer' not in prev or 'generation' not in prev:
+        raise DemoError(f'{path} is from a run that did not reach the transfer stage; '
+                        'run the demo without --from-stage')
+    ckpt = S['addp']['checkpoint']
+    if not osp.isfile(ckpt):
+        raise DemoError(f'the ADDP checkpoint {ckpt} named in {path} is gone; run the demo '
+                        'without --from-stage')
+    rerun = DENSE_ORDER[DENSE_ORDER.index(from_stage):]
+    dropped = [k for k in S if k.split('_')[0] in rerun]
+    prev_total = prev['total_wall_s'] - sum(S[k]['wall_s'] for k in dropped)
+    for k in dropped:
+        del S[k]
+    prev['dense'] = {k: v for k, v in prev.get('dense', {}).items() if k not in rerun}
+    prev['resumed'] = dict(from_stage=from_stage, earlier_stages_wall_s=prev_total,
+                           earlier_run_fast=prev['fast'])
+    return prev
+
+
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     t0 = time.time()
@@ -463,23 +599,35 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     py = sys.executable
     data = osp.join(wd, 'data')
     photos = osp.join(data, 'embedded_photos_32px')
-    coco = osp.join(data, 'synthetic_coco_128px') + '/'
-    ade = osp.join(data, 'synthetic_ade_64px') + '/'
+    coco = osp.join(data, DENSE_DATA['detection']['folder']) + '/'
+    ade = osp.join(data, DENSE_DATA['segmentation']['folder']) + '/'
     num_samples = args.num_samples or (4 if args.fast else 16)
-    summary: dict = dict(fast=args.fast, work_dir=wd, cpu_count=os.cpu_count(), threads=threads,
-                         stages={})
+    if args.from_stage:
+        summary = load_previous(wd, args.from_stage)
+        summary['work_dir'] = wd
+        summary['threads'] = threads
+        if summary['fast'] != args.fast:
+            raise DemoError(f"the earlier run in {wd} was {'' if summary['fast'] else 'not '}"
+                            f"a --fast run; give --fast the same way with --from-stage")
+    else:
+        summary = dict(fast=args.fast, work_dir=wd, cpu_count=os.cpu_count(), threads=threads,
+                       stages={})
     S = summary['stages']
 
-    print(f'ADDP embedded demo -> {wd} ({"fast" if args.fast else "full"} mode, '
-          f'{threads} thread(s) per stage; change with --threads N)', flush=True)
+    mode = 'fast' if args.fast else 'full'
+    if args.from_stage:
+        mode += f', from stage {args.from_stage}'
+    print(f'ADDP embedded demo -> {wd} ({mode} mode, {threads} thread(s) per stage; change with '
+          '--threads N)', flush=True)
     # datasets (quick; the photo crops are also generated by the dataset class itself)
     from addp_mm.datasets.embedded import build_embedded_photos
     from addp_mm.datasets.synthetic_dense import build_synthetic_ade, build_synthetic_coco
     tds = time.time()
     build_embedded_photos(photos, crop_size=32, num_train=64, num_val=16)
-    build_synthetic_coco(coco, image_size=128, num_train=64, num_val=16)
-    build_synthetic_ade(ade, image_size=64, num_train=64, num_val=16)
-    S['data'] = dict(wall_s=time.time() - tds, config='addp_mm/datasets', iters='-')
+    build_synthetic_coco(coco, **DENSE_DATA['detection']['build'])
+    build_synthetic_ade(ade, **DENSE_DATA['segmentation']['build'])
+    if not args.from_stage:
+        S['data'] = dict(wall_s=time.time() - tds, config='addp_mm/datasets', iters='-')
     if args.data_only:
         print(f'datasets written under {data}', flush=True)
         return summary
@@ -491,14 +639,61 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         sdir = osp.join(wd, key)
         cfg = stage_config(st, iters, sdir)
         cmd = [py, osp.join(ROOT, 'tools', 'train.py'), cfg, '--work-dir', sdir]
+        options = list(st.options) + options
         if options:
             cmd += ['--cfg-options'] + options
         wall = run_tool(cmd, osp.join(sdir, 'stdout.log'), f'{ORDER.index(name) + 1}. {key}', iters)
         records = read_scalars(sdir)
         S[key] = dict(config=cfg, iters=iters, wall_s=wall, checkpoint=last_checkpoint(sdir),
-                      losses=summarize_training(records), metrics=val_metrics(records))
+                      losses=summarize_training(records), metrics=val_metrics(records),
+                      s_per_iter=seconds_per_iter(records))
+        if st.options:
+            S[key]['options'] = list(st.options)
         return S[key]['checkpoint']
 
+    if args.from_stage:
+        addp_ckpt = S['addp']['checkpoint']
+    else:
+        addp_ckpt = run_upstream(args, summary, train, wd, photos, num_samples)
+    # 6. dense tasks: the same run from the ADDP encoder and from a random init, per seed
+    if args.skip_dense:
+        return finish(summary, wd, t0)
+    dense_seeds = list(range(args.dense_seeds or (1 if args.fast else 3)))
+    roots = dict(detection=coco, segmentation=ade)
+    start = DENSE_ORDER.index(args.from_stage) if args.from_stage else 0
+    summary.setdefault('dense', {})
+    for task in DENSE_ORDER[start:]:
+        root = roots[task]
+        opts = [f'train_dataloader.dataset.data_root={root}',
+                f'val_dataloader.dataset.data_root={root}',
+                f'test_dataloader.dataset.data_root={root}']
+        if task == 'detection':
+            opts += [f'val_evaluator.ann_file={root}annotations/instances_val.json',
+                     f'test_evaluator.ann_file={root}annotations/instances_val.json']
+        runs = {'addp': [], 'random': []}
+        for seed in dense_seeds:
+            for who, init in (('addp', addp_ckpt), ('random', None)):
+                key = f'{task}_{who}' + (f'_seed{seed}' if seed else '')
+                train(task, opts + [f'model.backbone.pretrained={init}', f'randomness.seed={seed}'],
+                      key=key)
+                m = S[key]['metrics']
+                missing = [k for k in DENSE_METRICS[task] if k not in m]
+                if missing:
+                    raise DemoError(f'the {task} run {key} logged no {missing}')
+                loss = S[key]['losses'].get('loss', {})
+                runs[who].append(dict(seed=seed, **{k: m[k] for k in DENSE_METRICS[task]},
+                                      train_loss_first=loss.get('first'),
+                                      train_loss_last=loss.get('last')))
+        summary['dense'][task] = dense_summary(runs, DENSE_METRICS[task])
+    return finish(summary, wd, t0)
+
+
+def run_upstream(args: argparse.Namespace, summary: dict, train, wd: str, photos: str,
+                 num_samples: int) -> str:
+    """Stages 1-5 (tokenizer, predictor, ADDP, samples, linear probe); returns
+    the ADDP checkpoint."""
+    S = summary['stages']
+    py = sys.executable
     photo_opts = [f'train_dataloader.dataset.data_root={photos}']
     # 1. tokenizer
     vq_ckpt = train('tokenizer', photo_opts)
@@ -546,21 +741,29 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             runs[who].append(dict(seed=seed, top1=m['accuracy/top1'],
                                   top5=m.get('accuracy/top5', float('nan'))))
     summary['transfer'] = transfer_summary(runs)
-    # 6. dense tasks
-    if args.skip_dense:
-        return finish(summary, wd, t0)
-    train('detection', [f'model.backbone.pretrained={addp_ckpt}',
-                        f'train_dataloader.dataset.data_root={coco}',
-                        f'val_dataloader.dataset.data_root={coco}',
-                        f'test_dataloader.dataset.data_root={coco}',
-                        f'val_evaluator.ann_file={coco}annotations/instances_val.json',
-                        f'test_evaluator.ann_file={coco}annotations/instances_val.json'])
-    train('segmentation', [f'model.backbone.pretrained={addp_ckpt}',
-                           f'train_dataloader.dataset.data_root={ade}',
-                           f'val_dataloader.dataset.data_root={ade}',
-                           f'test_dataloader.dataset.data_root={ade}'])
+    return addp_ckpt
 
-    return finish(summary, wd, t0)
+
+def dense_summary(runs: Dict[str, List[dict]], metrics: Sequence[str]) -> dict:
+    """Per metric: the paired margins (ADDP minus random init, same seed), their
+    mean, sample standard deviation (None for one seed), min and max."""
+    a, r = runs['addp'], runs['random']
+    out = dict(seeds=[x['seed'] for x in a], addp_runs=a, random_runs=r, metrics={})
+    for who, rs in (('addp', a), ('random', r)):
+        for when in ('first', 'last'):
+            vals = [x.get(f'train_loss_{when}') for x in rs]
+            out[f'{who}_train_loss_{when}'] = (sum(vals) / len(vals)
+                                               if vals and None not in vals else None)
+    for k in metrics:
+        paired = [x[k] - y[k] for x, y in zip(a, r)]
+        n = len(paired)
+        mean = sum(paired) / n
+        std = (sum((d - mean)**2 for d in paired) / (n - 1))**0.5 if n > 1 else None
+        out['metrics'][k] = dict(
+            addp_mean=sum(x[k] for x in a) / n, random_mean=sum(y[k] for y in r) / n,
+            paired_margins=paired, margin=mean, margin_std=std, min_margin=min(paired),
+            max_margin=max(paired))
+    return out
 
 
 def transfer_summary(runs: Dict[str, List[dict]]) -> dict:
@@ -578,14 +781,25 @@ def transfer_summary(runs: Dict[str, List[dict]]) -> dict:
 
 def finish(summary: dict, wd: str, t0: float) -> dict:
     """Write summary.json and REPORT.md; print the headline numbers."""
-    summary['total_wall_s'] = time.time() - t0
+    this_run = time.time() - t0
+    resumed = summary.get('resumed')
+    if resumed:
+        resumed['this_run_wall_s'] = this_run
+        summary['total_wall_s'] = resumed['earlier_stages_wall_s'] + this_run
+    else:
+        summary['total_wall_s'] = this_run
     with open(osp.join(wd, 'summary.json'), 'w') as f:
         json.dump(summary, f, indent=1, default=str)
     report = write_report(wd, summary)
     t = summary['transfer']
     print(f'\nlinear probe top-1 (mean of {len(t["seeds"])} seed(s)): ADDP {t["addp_top1"]:.2f}% vs '
           f'random init {t["random_top1"]:.2f}% (margin {t["margin"]:+.2f})')
-    print(f'done in {summary["total_wall_s"] / 60:.1f} min; report: {report}')
+    for task, d in summary.get('dense', {}).items():
+        for k, m in d['metrics'].items():
+            print(f'{task} {k} (mean of {len(d["seeds"])} seed(s)): ADDP {m["addp_mean"]:.4g} vs '
+                  f'random init {m["random_mean"]:.4g} (margin {m["margin"]:+.4g}, per seed '
+                  + ' / '.join(f'{x:+.4g}' for x in m['paired_margins']) + ')')
+    print(f'done in {this_run / 60:.1f} min; report: {report}')
     return summary
 
 

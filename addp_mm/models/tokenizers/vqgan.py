@@ -9,41 +9,10 @@ References:
     - MaskGIT (the JAX VQGAN this tokenizer was ported from) and
       taming-transformers (the key layout of the released checkpoint).
 
-This is **not** a stock taming-transformers VQGAN. The released
-``vqgan_jax_strongaug.ckpt`` is a port of MaskGIT's JAX tokenizer:
-
-* no attention blocks (the ``attn_resolutions`` entry of the official yaml is
-  ignored);
-* 2x2 **average-pool** down-sampling (no parameters) after every encoder level
-  but the last;
-* **nearest** 2x up-sampling followed by a 3x3 convolution
-  (``decoder.up.{i}.upsample.conv``) after every decoder level but level 0;
-* bias-free 3x3 convolutions in the residual blocks and in ``encoder.conv_in``;
-* when a residual block changes the channel count, its 1x1 ``nin_shortcut``
-  maps out->out channels and is applied to the **residual branch output**:
-  ``out = nin_shortcut(r) + r`` (no path from the block input);
-* no ``quant_conv`` / ``post_quant_conv``; nearest-neighbour L2 quantisation
-  against ``quantize.embedding.weight``;
-* images go in and come out in the [0, 1] range (the decoder output is not
-  clamped).
-
-Checkpoint formats accepted by :meth:`VQGANTokenizer.load_checkpoint` (all read
-with ``torch.load(weights_only=True)`` through
-:func:`addp_mm.utils.checkpoint.load_external_state_dict`):
-
-* the official taming/MAGE file ``vqgan_jax_strongaug.ckpt`` with the tensors
-  at the top level or under ``'state_dict'`` (``encoder.*``, ``decoder.*``,
-  ``quantize.embedding.weight``); ``loss.*`` entries (discriminator /
-  perceptual-loss weights of taming training checkpoints) are documented as
-  unused and dropped;
-* an mmengine checkpoint written by ``tools/model_converters/vqgan_to_mm.py``
-  (``{'state_dict': ..., 'meta': ...}``);
-* files where the VQGAN sits under a prefix: ``tokenizer.`` (a converted ADDP
-  checkpoint) or ``vqgan.`` (the official MAGE / ADDP releases, which embed a
-  copy of the tokenizer). Only the keys under that prefix are read, and the
-  choice is logged. This happens only when the user points the *tokenizer's*
-  ``checkpoint`` at such a file; the token predictor never loads ``vqgan.*``
-  (see :mod:`addp_mm.models.target_generators.mage_predictor`).
+The network (its differences from a stock taming-transformers VQGAN) is
+described in :mod:`addp_mm.models.tokenizers.vqgan_modules`, the checkpoint
+formats :meth:`VQGANTokenizer.load_checkpoint` accepts in
+:mod:`addp_mm.models.tokenizers.vqgan_checkpoint`.
 """
 import math
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -59,217 +28,22 @@ from addp_mm.models.utils.performance import (AUTO, FROZEN_DTYPES, LazyCompiled,
                                               parse_frozen_dtype, resolve_frozen_dtype, swish,
                                               swish_fused)
 from addp_mm.registry import register_model
-from addp_mm.utils.checkpoint import (CheckpointError, check_state_dict,
-                                      load_external_state_dict)
+from addp_mm.utils.checkpoint import CheckpointError  # noqa: F401
+from addp_mm.utils.checkpoint import check_state_dict, load_external_state_dict
+from .vqgan_checkpoint import _VQGAN_CONTAINER_PREFIXES  # noqa: F401
+from .vqgan_checkpoint import VQGAN_UNUSED_PREFIXES, convert_vqgan_state_dict
+from .vqgan_modules import (VQGANDecoder, VQGANEncoder, VQGANLevel, VQGANMid, VQGANQuantize,
+                            VQGANResBlock, VQGANUpsample)
 
 __all__ = ['VQGANTokenizer', 'convert_vqgan_state_dict', 'VQGAN_UNUSED_PREFIXES', 'FROZEN_DTYPES',
            'parse_frozen_dtype', 'frozen_precision', 'maybe_compile']
 
-#: Key prefixes of an official VQGAN file that no computation reads
-#: (training-loss / discriminator weights of taming checkpoints).
-VQGAN_UNUSED_PREFIXES: Tuple[str, ...] = ('loss.', )
-
-#: Prefixes under which a VQGAN may be stored inside a larger checkpoint, tried
-#: in order when the file has no top-level ``encoder.*`` keys.
-_VQGAN_CONTAINER_PREFIXES: Tuple[str, ...] = ('tokenizer.', 'vqgan.')
-
-
-def convert_vqgan_state_dict(
-        state_dict: Dict[str, Tensor],
-        prefix: Optional[str] = None) -> Tuple[Dict[str, Tensor], List[str], str]:
-    """Map an official (or converted) VQGAN state dict onto
-    :class:`VQGANTokenizer` keys.
-
-    The official key names are kept one to one, so the mapping only selects
-    the right sub-dict and drops documented-unused entries.
-
-    Args:
-        state_dict (dict[str, Tensor]): The flat state dict of the file (after
-            unwrapping ``'state_dict'``/``'model'``).
-        prefix (str, optional): Prefix of the VQGAN keys inside the file, e.g.
-            ``'vqgan.'``. ``None`` detects it: top-level ``encoder.*`` keys, else
-            ``'tokenizer.'`` (our ADDP checkpoints), else ``'vqgan.'`` (the MAGE
-            and ADDP releases). Defaults to None.
-
-    Returns:
-        tuple: ``(converted, dropped, prefix)``: the tokenizer state dict, the
-        names of the documented-unused keys that were dropped, and the prefix
-        that was used.
-
-    Raises:
-        CheckpointError: If no VQGAN keys are found.
-    """
-    if prefix is None:
-        if any(k.startswith('encoder.') for k in state_dict):
-            prefix = ''
-        else:
-            prefix = next((p for p in _VQGAN_CONTAINER_PREFIXES
-                           if any(k.startswith(p + 'encoder.') for k in state_dict)), None)
-            if prefix is None:
-                raise CheckpointError(
-                    'no VQGAN weights found: expected keys "encoder.*", "decoder.*", '
-                    '"quantize.embedding.weight" at the top level (or under "state_dict", '
-                    f'"tokenizer." or "vqgan."); the first keys are {list(state_dict)[:5]}. '
-                    'Pass the VQGAN file (vqgan_jax_strongaug.ckpt) as the tokenizer checkpoint.')
-    converted, dropped = {}, []
-    for key, value in state_dict.items():
-        if not key.startswith(prefix):
-            continue  # another model's weights inside a bigger file
-        name = key[len(prefix):]
-        if name.startswith(VQGAN_UNUSED_PREFIXES):
-            dropped.append(key)
-            continue
-        converted[name] = value
-    return converted, dropped, prefix
-
-
-# ---------------------------------------------------------------------------
-# Building blocks (names follow the official checkpoint keys)
-# ---------------------------------------------------------------------------
 #: kept for compatibility: the activations and precision helpers live in
-#: :mod:`addp_mm.models.utils.performance`
+#: :mod:`addp_mm.models.utils.performance`, the building blocks in
+#: :mod:`addp_mm.models.tokenizers.vqgan_modules`
 _swish, _swish_fused = swish, swish_fused
-
-
-class _ResBlock(nn.Module):
-    """MaskGIT-style residual block: ``r = conv2(swish(GN(conv1(swish(GN(x))))))``.
-
-    The output is ``x + r`` if the width is unchanged and
-    ``nin_shortcut(r) + r`` otherwise (out->out 1x1 conv on the residual).
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, num_groups: int,
-                 eps: float) -> None:
-        super().__init__()
-        #: use the fused (in-place without autograd) SiLU; set by the tokenizer
-        self.fused_act = False
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.norm1 = nn.GroupNorm(num_groups, in_channels, eps=eps, affine=True)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False)
-        self.norm2 = nn.GroupNorm(num_groups, out_channels, eps=eps, affine=True)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
-        if in_channels != out_channels:
-            self.nin_shortcut = nn.Conv2d(out_channels, out_channels, 1, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        act = _swish_fused if self.fused_act else _swish
-        r = self.conv1(act(self.norm1(x)))
-        r = self.conv2(act(self.norm2(r)))
-        if self.in_channels != self.out_channels:
-            return self.nin_shortcut(r) + r
-        return x + r
-
-
-class _Upsample(nn.Module):
-    """Nearest 2x up-sampling followed by a 3x3 convolution (with bias)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, 1, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode='nearest'))
-
-
-class _Level(nn.Module):
-    """One resolution level: ``block`` (ModuleList) and optional ``upsample``."""
-
-    def __init__(self, blocks: List[nn.Module], upsample: Optional[nn.Module] = None) -> None:
-        super().__init__()
-        self.block = nn.ModuleList(blocks)
-        if upsample is not None:
-            self.upsample = upsample
-
-
-class _Mid(nn.Module):
-    """The two middle residual blocks (``block_1``, ``block_2``)."""
-
-    def __init__(self, channels: int, num_groups: int, eps: float) -> None:
-        super().__init__()
-        self.block_1 = _ResBlock(channels, channels, num_groups, eps)
-        self.block_2 = _ResBlock(channels, channels, num_groups, eps)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.block_2(self.block_1(x))
-
-
-class _Encoder(nn.Module):
-
-    def __init__(self, ch: int, ch_mult: Sequence[int], num_res_blocks: int,
-                 in_channels: int, z_channels: int, num_groups: int, eps: float) -> None:
-        super().__init__()
-        self.num_levels = len(ch_mult)
-        self.conv_in = nn.Conv2d(in_channels, ch, 3, 1, 1, bias=False)
-        in_mult = (1, ) + tuple(ch_mult)
-        self.down = nn.ModuleList()
-        block_out = ch
-        for level, mult in enumerate(ch_mult):
-            block_in, block_out = ch * in_mult[level], ch * mult
-            blocks = []
-            for _ in range(num_res_blocks):
-                blocks.append(_ResBlock(block_in, block_out, num_groups, eps))
-                block_in = block_out
-            self.down.append(_Level(blocks))
-        self.mid = _Mid(block_out, num_groups, eps)
-        self.norm_out = nn.GroupNorm(num_groups, block_out, eps=eps, affine=True)
-        self.conv_out = nn.Conv2d(block_out, z_channels, 1)
-        self.fused_act = False
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.conv_in(x)  # [B, ch, H, W]
-        for level, down in enumerate(self.down):
-            for block in down.block:
-                h = block(h)
-            if level != self.num_levels - 1:
-                h = F.avg_pool2d(h, kernel_size=2, stride=2)
-        h = self.mid(h)  # [B, ch*mult[-1], H/f, W/f]
-        act = _swish_fused if self.fused_act else _swish
-        return self.conv_out(act(self.norm_out(h)))  # [B, z, H/f, W/f]
-
-
-class _Decoder(nn.Module):
-
-    def __init__(self, ch: int, ch_mult: Sequence[int], num_res_blocks: int,
-                 out_channels: int, z_channels: int, num_groups: int, eps: float) -> None:
-        super().__init__()
-        self.num_levels = len(ch_mult)
-        block_in = ch * ch_mult[-1]
-        self.conv_in = nn.Conv2d(z_channels, block_in, 3, 1, 1)
-        self.mid = _Mid(block_in, num_groups, eps)
-        levels: List[Optional[_Level]] = [None] * self.num_levels
-        for level in reversed(range(self.num_levels)):
-            block_out = ch * ch_mult[level]
-            blocks = []
-            for _ in range(num_res_blocks):
-                blocks.append(_ResBlock(block_in, block_out, num_groups, eps))
-                block_in = block_out
-            levels[level] = _Level(blocks, _Upsample(block_in) if level != 0 else None)
-        # indexed by level (0 = full resolution) but run from the last level down
-        self.up = nn.ModuleList(levels)
-        self.norm_out = nn.GroupNorm(num_groups, block_in, eps=eps, affine=True)
-        self.conv_out = nn.Conv2d(block_in, out_channels, 3, 1, 1)
-        self.fused_act = False
-
-    def forward(self, z: Tensor) -> Tensor:
-        h = self.mid(self.conv_in(z))  # [B, ch*mult[-1], h, w]
-        for level in reversed(range(self.num_levels)):
-            up = self.up[level]
-            for block in up.block:
-                h = block(h)
-            if level != 0:
-                h = up.upsample(h)
-        act = _swish_fused if self.fused_act else _swish
-        return self.conv_out(act(self.norm_out(h)))  # [B, 3, H, W]
-
-
-class _Quantize(nn.Module):
-    """Holds the codebook as ``embedding.weight`` [num_embeddings, embed_dim]."""
-
-    def __init__(self, num_embeddings: int, embed_dim: int) -> None:
-        super().__init__()
-        self.embedding = nn.Embedding(num_embeddings, embed_dim)
-        nn.init.uniform_(self.embedding.weight, -1.0 / num_embeddings, 1.0 / num_embeddings)
+_ResBlock, _Upsample, _Level, _Mid = VQGANResBlock, VQGANUpsample, VQGANLevel, VQGANMid
+_Encoder, _Decoder, _Quantize = VQGANEncoder, VQGANDecoder, VQGANQuantize
 
 
 # ---------------------------------------------------------------------------
@@ -368,11 +142,11 @@ class VQGANTokenizer(BaseModule):
         self.downsample_factor = 2**(len(ch_mult) - 1)
         self.checkpoint = checkpoint
 
-        self.encoder = _Encoder(ch, ch_mult, num_res_blocks, in_channels, z_channels,
-                                norm_num_groups, norm_eps)
-        self.decoder = _Decoder(ch, ch_mult, num_res_blocks, out_channels, z_channels,
-                                norm_num_groups, norm_eps)
-        self.quantize = _Quantize(num_embeddings, embed_dim)
+        self.encoder = VQGANEncoder(ch, ch_mult, num_res_blocks, in_channels, z_channels,
+                                    norm_num_groups, norm_eps)
+        self.decoder = VQGANDecoder(ch, ch_mult, num_res_blocks, out_channels, z_channels,
+                                    norm_num_groups, norm_eps)
+        self.quantize = VQGANQuantize(num_embeddings, embed_dim)
         self._freeze()
         # performance switches (none changes the state dict)
         self.frozen_dtype = parse_frozen_dtype(frozen_dtype)
