@@ -11,8 +11,6 @@ import pytest
 
 from addp_mm.testing import REPO_ROOT as REPO
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture(scope='module')
 def demo(tmp_path_factory):
@@ -25,6 +23,7 @@ def demo(tmp_path_factory):
         return wd, json.load(f), proc.stdout + proc.stderr
 
 
+@pytest.mark.e2e
 def test_report_written_with_every_section(demo):
     wd, summary, _ = demo
     report = open(osp.join(wd, 'REPORT.md')).read()
@@ -48,6 +47,7 @@ def test_report_written_with_every_section(demo):
         assert 'mIoU' in stages[f'segmentation_{who}']['metrics']
 
 
+@pytest.mark.e2e
 def test_transfer_margin_against_random_init_is_reported(demo):
     """Both probes train to far above chance and REPORT.md states the margin.
 
@@ -70,6 +70,7 @@ def test_transfer_margin_against_random_init_is_reported(demo):
 DENSE = (('detection', ('coco/bbox_mAP', 'coco/segm_mAP'), '.3f'), ('segmentation', ('mIoU', ), '.2f'))
 
 
+@pytest.mark.e2e
 def test_dense_margins_against_random_init_are_reported(demo):
     """Per task and metric: the per-seed values of both runs, the paired margin
     and its spread are in summary.json and REPORT.md, consistent with the
@@ -93,6 +94,7 @@ def test_dense_margins_against_random_init_are_reported(demo):
             assert f"{k} margin: **{m['margin']:+{f}}** (std -," in report, (task, k)
 
 
+@pytest.mark.e2e
 def test_dense_runs_start_from_the_right_encoder(demo):
     """The ADDP run's backbone starts from the stage-3 encoder, the random-init
     run's does not: after the few fast iterations the former is still close
@@ -114,6 +116,7 @@ def test_dense_runs_start_from_the_right_encoder(demo):
         assert dist['addp'] < 0.25 * dist['random'], (task, dist)
 
 
+@pytest.mark.e2e
 def test_samples_decoded_by_the_trained_tokenizer(demo):
     wd, summary, _ = demo
     g = summary['generation']
@@ -135,6 +138,7 @@ def test_samples_decoded_by_the_trained_tokenizer(demo):
     assert osp.isfile(g['grid']) and len(g['strips']) >= 1
 
 
+@pytest.mark.e2e
 def test_from_stage_reruns_only_the_later_dense_stages(demo, tmp_path):
     """``--from-stage segmentation`` on a copy of the work dir: the earlier
     stages and the detection comparison are kept as they were, segmentation
@@ -164,6 +168,7 @@ def test_from_stage_reruns_only_the_later_dense_stages(demo, tmp_path):
     assert 'were re-run with `--from-stage segmentation`' in open(osp.join(copy, 'REPORT.md')).read()
 
 
+@pytest.mark.e2e
 def test_from_stage_needs_an_earlier_run(tmp_path):
     proc = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'demo.py'), '--work-dir',
                            str(tmp_path), '--from-stage', 'detection'], cwd=REPO,
