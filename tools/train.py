@@ -136,6 +136,17 @@ def main() -> None:
             runner.train()
     except FileNotFoundError as err:  # a file the pre-flight check could not see
         raise ToolError(f'{err}. {missing_hint(args.config)}') from None
+    close_process_group()
+
+
+def close_process_group() -> None:
+    """End a multi-process run cleanly: every rank finishes, then the process
+    group is destroyed, so no communication thread is still alive when Python
+    exits (a live gloo thread at exit aborts the process)."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _build_custom_runner(cfg):
