@@ -1,9 +1,11 @@
 """Helpers of the generation tests (not a test module)."""
+import importlib.util
 import os
 import os.path as osp
 import subprocess
 import sys
-from typing import List
+from types import ModuleType
+from typing import List, Optional
 
 import torch
 
@@ -34,6 +36,25 @@ def build_tiny_addp(seed: int = 0):
     return model.eval(), cfg
 
 
+def save_tiny_addp(path: str) -> str:
+    """Save :func:`build_tiny_addp`'s weights as a Runner-style checkpoint at ``path``."""
+    model, _ = build_tiny_addp()
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, path)
+    return path
+
+
+def load_script(rel: str, name: Optional[str] = None) -> ModuleType:
+    """Import the repository script ``rel`` (e.g. ``'tools/sample.py'``) as a module."""
+    name = name or osp.basename(rel)[:-3]
+    spec = importlib.util.spec_from_file_location(name, osp.join(ROOT, rel))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def numbered_pngs(folder: str) -> List[str]:
+    """The ``000000.png``-style sample files of ``folder``, sorted."""
+    return sorted(f for f in os.listdir(folder) if f.endswith('.png') and f[:-4].isdigit())
 
 
 def run_tool(args: List[str], timeout: int = 600) -> subprocess.CompletedProcess:

@@ -8,17 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from addp_mm.testing import REPO_ROOT as ROOT
-from helpers.generation import TINY_GEN_CFG, build_tiny_addp
+from helpers.generation import TINY_GEN_CFG, load_script, save_tiny_addp
 
 
 @pytest.fixture(scope='module')
 def tiny_ckpt(tmp_path_factory):
     torch.set_num_threads(1)
-    model, _ = build_tiny_addp()
-    path = str(tmp_path_factory.mktemp('gen_api') / 'addp_tiny.pth')
-    torch.save({'state_dict': model.state_dict(), 'meta': {}}, path)
-    return path
+    return save_tiny_addp(str(tmp_path_factory.mktemp('gen_api') / 'addp_tiny.pth'))
 
 
 @pytest.fixture(scope='module')
@@ -40,11 +36,7 @@ def _read(path):
 
 
 def _load_sample_tool():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('sample_tool', osp.join(ROOT, 'tools', 'sample.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
+    return load_script('tools/sample.py', 'sample_tool')
 
 
 def _sample_tool(args, out):

@@ -1,6 +1,5 @@
 """projects/gradio_demo: the page's functions (no browser), its default checkpoint, and the
 served page called through gradio_client."""
-import importlib.util
 import os.path as osp
 import socket
 
@@ -8,16 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from addp_mm.testing import REPO_ROOT as ROOT
-from helpers.generation import TINY_GEN_CFG, build_tiny_addp
+from helpers.generation import TINY_GEN_CFG, load_script, save_tiny_addp
 
 
 def _load_app():
-    spec = importlib.util.spec_from_file_location(
-        'addp_gradio_app', osp.join(ROOT, 'projects', 'gradio_demo', 'app.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script('projects/gradio_demo/app.py', 'addp_gradio_app')
 
 
 @pytest.fixture(scope='module')
@@ -28,10 +22,7 @@ def mod():
 @pytest.fixture(scope='module')
 def tiny_ckpt(tmp_path_factory):
     torch.set_num_threads(1)
-    model, _ = build_tiny_addp()
-    path = str(tmp_path_factory.mktemp('demo_ckpt') / 'iter_3.pth')
-    torch.save({'state_dict': model.state_dict(), 'meta': {}}, path)
-    return path
+    return save_tiny_addp(str(tmp_path_factory.mktemp('demo_ckpt') / 'iter_3.pth'))
 
 
 @pytest.fixture(scope='module')

@@ -1,37 +1,21 @@
 """tools/fid.py, the val-256 converter and tools/test.py on a generation config (end to end)."""
-import importlib.util
 import os
-import os.path as osp
 
 import numpy as np
 import pytest
 import torch
-from helpers.generation import ROOT, TINY_GEN_CFG, build_tiny_addp, run_tool
+from helpers.generation import TINY_GEN_CFG, build_tiny_addp, load_script, run_tool, save_tiny_addp
 from PIL import Image
-
-
-def _load_tool(rel):
-    spec = importlib.util.spec_from_file_location(osp.basename(rel)[:-3], osp.join(ROOT, rel))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope='module')
 def tiny_ckpt(tmp_path_factory):
     torch.set_num_threads(2)
-    model, _ = build_tiny_addp()
-    path = str(tmp_path_factory.mktemp('gen_ckpt') / 'addp_tiny.pth')
-    torch.save({'state_dict': model.state_dict(), 'meta': {}}, path)
-    return path
-
-
-def _pngs(folder):
-    return sorted(f for f in os.listdir(folder) if f.endswith('.png') and f[:-4].isdigit())
+    return save_tiny_addp(str(tmp_path_factory.mktemp('gen_ckpt') / 'addp_tiny.pth'))
 
 
 def test_fid_tool_and_val256_converter(random_inception_file, tmp_path):
-    conv = _load_tool('tools/dataset_converters/prepare_imagenet_val256.py')
+    conv = load_script('tools/dataset_converters/prepare_imagenet_val256.py')
     src = tmp_path / 'val' / 'n01'
     src.mkdir(parents=True)
     from skimage import data
@@ -46,7 +30,7 @@ def test_fid_tool_and_val256_converter(random_inception_file, tmp_path):
         ref = transforms.CenterCrop(32)(transforms.Resize(32)(Image.open(src / name).convert('RGB')))
         assert np.array_equal(np.asarray(Image.open(tmp_path / 'val256' / png)), np.asarray(ref))
         assert Image.open(tmp_path / 'val256' / png).size == (32, 32)
-    fid_tool = _load_tool('tools/fid.py')
+    fid_tool = load_script('tools/fid.py')
     stats = str(tmp_path / 'ref.npz')
     res = fid_tool.main([str(tmp_path / 'val256'), '--save-stats', stats, '--isc-splits', '1',
                          '--device', 'cpu', '--inception-weights', random_inception_file])

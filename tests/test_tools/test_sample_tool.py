@@ -1,33 +1,17 @@
 """tools/sample.py: PNGs, grid, step strips, seeds, inpainting, metrics and clear errors."""
-import importlib.util
-import os
 import os.path as osp
 
 import numpy as np
 import pytest
 import torch
-from helpers.generation import ROOT, TINY_GEN_CFG, build_tiny_addp, run_tool
+from helpers.generation import TINY_GEN_CFG, load_script, numbered_pngs, run_tool, save_tiny_addp
 from PIL import Image
-
-
-def _load_tool(rel):
-    spec = importlib.util.spec_from_file_location(osp.basename(rel)[:-3], osp.join(ROOT, rel))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope='module')
 def tiny_ckpt(tmp_path_factory):
     torch.set_num_threads(2)
-    model, _ = build_tiny_addp()
-    path = str(tmp_path_factory.mktemp('gen_ckpt') / 'addp_tiny.pth')
-    torch.save({'state_dict': model.state_dict(), 'meta': {}}, path)
-    return path
-
-
-def _pngs(folder):
-    return sorted(f for f in os.listdir(folder) if f.endswith('.png') and f[:-4].isdigit())
+    return save_tiny_addp(str(tmp_path_factory.mktemp('gen_ckpt') / 'addp_tiny.pth'))
 
 
 @pytest.mark.e2e
@@ -37,8 +21,8 @@ def test_sample_script_writes_pngs_grid_and_strips(tiny_ckpt, tmp_path):
                      '--steps', '4', '--seed', '5', '--device', 'cpu', '--out-dir', out, '--save-steps'],
                     )
     assert 'wrote 3 images' in proc.stdout
-    assert _pngs(out) == ['000000.png', '000001.png', '000002.png']
-    for name in _pngs(out):
+    assert numbered_pngs(out) == ['000000.png', '000001.png', '000002.png']
+    for name in numbered_pngs(out):
         with Image.open(osp.join(out, name)) as im:
             assert im.size == (64, 64) and im.mode == 'RGB'
             assert np.asarray(im).std() > 0
@@ -50,14 +34,14 @@ def test_sample_script_writes_pngs_grid_and_strips(tiny_ckpt, tmp_path):
 
 
 def test_sample_script_same_seed_same_images(tiny_ckpt, tmp_path):
-    tool = _load_tool('tools/sample.py')
+    tool = load_script('tools/sample.py')
     common = [TINY_GEN_CFG, tiny_ckpt, '--steps', '3', '--device', 'cpu', '--seed', '11']
     tool.main(common + ['--num', '3', '--batch-size', '3', '--out-dir', str(tmp_path / 'x')])
     tool.main(common + ['--num', '3', '--batch-size', '3', '--out-dir', str(tmp_path / 'x2')])
     tool.main(common + ['--num', '3', '--batch-size', '2', '--out-dir', str(tmp_path / 'y')])
     tool.main(common[:-1] + ['12', '--num', '1', '--out-dir', str(tmp_path / 'z')])
     read = lambda d, n: np.asarray(Image.open(tmp_path / d / n)).astype(int)  # noqa: E731
-    for n in _pngs(tmp_path / 'x'):
+    for n in numbered_pngs(tmp_path / 'x'):
         assert np.array_equal(read('x', n), read('x2', n))
         # per-sample generators: another batch size draws the same tokens; the pixels differ
         # at most by float rounding (one uint8 level)
@@ -66,17 +50,17 @@ def test_sample_script_same_seed_same_images(tiny_ckpt, tmp_path):
 
 
 def test_sample_script_inpaint(tiny_ckpt, tmp_path):
-    tool = _load_tool('tools/sample.py')
+    tool = load_script('tools/sample.py')
     from skimage import data
     src = str(tmp_path / 'cat.png')
     Image.fromarray(data.chelsea()).save(src)
     tool.main([TINY_GEN_CFG, tiny_ckpt, '--inpaint', src, '--region', '16', '16', '40', '40',
                '--steps', '3', '--device', 'cpu', '--out-dir', str(tmp_path / 'inp')])
-    assert _pngs(tmp_path / 'inp') == ['000000.png']
+    assert numbered_pngs(tmp_path / 'inp') == ['000000.png']
 
 
 def test_sample_script_clear_errors(tiny_ckpt, tmp_path, capsys):
-    tool = _load_tool('tools/sample.py')
+    tool = load_script('tools/sample.py')
     # a classification backbone checkpoint has no generation weights
     cls_ckpt = str(tmp_path / 'cls.pth')
     torch.save({'state_dict': {'backbone.layers.0.ln1.weight': torch.ones(4),
@@ -99,7 +83,7 @@ def test_sample_script_clear_errors(tiny_ckpt, tmp_path, capsys):
 
 
 def test_sample_script_with_metrics(tiny_ckpt, random_inception_file, tmp_path, capsys):
-    tool = _load_tool('tools/sample.py')
+    tool = load_script('tools/sample.py')
     from addp_mm.evaluation.fid import save_statistics
     ref = str(tmp_path / 'ref.npz')  # precomputed reference statistics (2048-d)
     save_statistics(ref, np.zeros(2048), np.eye(2048))
