@@ -34,7 +34,7 @@ def test_fid_tool_and_val256_converter(random_inception_file, tmp_path):
     stats = str(tmp_path / 'ref.npz')
     res = fid_tool.main([str(tmp_path / 'val256'), '--save-stats', stats, '--isc-splits', '1',
                          '--device', 'cpu', '--inception-weights', random_inception_file])
-    assert res['is_mean'] >= 1.0 and res['num_images'] == 2
+    assert res['is_mean'] >= 1.0 - 1e-9 and res['num_images'] == 2  # IS >= 1, up to rounding
     # statistics vs statistics (no images): FID of a set with itself
     res = fid_tool.main([stats, stats, '--inception-weights', random_inception_file])
     assert abs(res['fid']) < 1e-3
