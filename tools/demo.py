@@ -25,6 +25,10 @@ Examples::
     python tools/demo.py                       # full demo (~15 min on a 2-core CPU)
     python tools/demo.py --fast --work-dir work_dirs/demo_fast   # CI-sized run
     python tools/demo.py --from-stage detection   # re-run only the dense comparison
+    # an ablation of the segmentation comparison on a copy of a finished run:
+    cp -r work_dirs/demo work_dirs/demo_frozen
+    python tools/demo.py --work-dir work_dirs/demo_frozen --from-stage segmentation \
+        --dense-options model.backbone.frozen_stages=4
     python tools/demo.py --threads 4           # more intra-op threads on an idle machine
     python tools/demo.py --data-only           # only write the datasets under <work-dir>/data
 
@@ -129,6 +133,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--data-only', action='store_true',
                    help='write the photo crops and the synthetic COCO/ADE sets under '
                    '<work-dir>/data, then stop')
+    p.add_argument('--dense-options', nargs='+', default=[], metavar='KEY=VALUE',
+                   help='extra --cfg-options for every detection / segmentation run of both '
+                   'encoders (ablations, e.g. model.backbone.frozen_stages=4); REPORT.md lists them')
     p.add_argument('--from-stage', choices=DENSE_ORDER, default=None,
                    help='re-run only this dense stage and the ones after it on the ADDP '
                    'checkpoint of an earlier run in --work-dir (its summary.json); the earlier '
@@ -140,6 +147,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         p.error('--probe-seeds must be at least 1')
     if args.dense_seeds is not None and args.dense_seeds < 1:
         p.error('--dense-seeds must be at least 1')
+    bad = [o for o in args.dense_options if '=' not in o]
+    if bad:
+        p.error(f'--dense-options takes KEY=VALUE pairs (as --cfg-options does), got {bad}')
+    if args.dense_options and args.skip_dense:
+        p.error('--dense-options changes the dense runs; it cannot be combined with --skip-dense')
     if args.from_stage and args.skip_dense:
         p.error('--from-stage re-runs dense stages; it cannot be combined with --skip-dense')
     return args
@@ -632,14 +644,15 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         print(f'datasets written under {data}', flush=True)
         return summary
 
-    def train(name: str, options: List[str], key: Optional[str] = None) -> str:
+    def train(name: str, options: List[str], key: Optional[str] = None,
+              extra: Sequence[str] = ()) -> str:
         st = STAGES[name]
         key = key or name
         iters = st.fast_iters if args.fast else st.iters
         sdir = osp.join(wd, key)
         cfg = stage_config(st, iters, sdir)
         cmd = [py, osp.join(ROOT, 'tools', 'train.py'), cfg, '--work-dir', sdir]
-        options = list(st.options) + options
+        options = list(st.options) + options + list(extra)
         if options:
             cmd += ['--cfg-options'] + options
         wall = run_tool(cmd, osp.join(sdir, 'stdout.log'), f'{ORDER.index(name) + 1}. {key}', iters)
@@ -647,8 +660,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         S[key] = dict(config=cfg, iters=iters, wall_s=wall, checkpoint=last_checkpoint(sdir),
                       losses=summarize_training(records), metrics=val_metrics(records),
                       s_per_iter=seconds_per_iter(records))
-        if st.options:
-            S[key]['options'] = list(st.options)
+        if st.options or extra:
+            S[key]['options'] = list(st.options) + list(extra)
         return S[key]['checkpoint']
 
     if args.from_stage:
@@ -675,7 +688,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             for who, init in (('addp', addp_ckpt), ('random', None)):
                 key = f'{task}_{who}' + (f'_seed{seed}' if seed else '')
                 train(task, opts + [f'model.backbone.pretrained={init}', f'randomness.seed={seed}'],
-                      key=key)
+                      key=key, extra=args.dense_options)
                 m = S[key]['metrics']
                 missing = [k for k in DENSE_METRICS[task] if k not in m]
                 if missing:

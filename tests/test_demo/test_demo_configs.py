@@ -119,3 +119,45 @@ def test_addp_checkpoint_loads_into_transfer_and_dense_backbones(chain):
         bb.init_weights()
         fc2 = bb.blocks[3].mlp.fc2 if hasattr(bb, 'blocks') else bb.layers[3].ffn.layers[1]
         assert torch.equal(fc2.weight, enc['blocks.3.mlp.fc2.weight']), name
+
+
+@pytest.mark.parametrize('name,task', [('mask-rcnn_', 'detection'),
+                                       ('addp-vit-tiny-p4_upernet', 'segmentation')])
+def test_dense_demo_configs_train_and_validate_on_every_scene(name, task, tmp_path):
+    """The dense demo stages train on all generated training scenes and
+    validate on all validation scenes: no subset (``indices``) or filter
+    left over from a base config shrinks them."""
+    import json
+
+    from mmengine.registry import DefaultScope
+
+    from addp_mm.datasets.synthetic_dense import build_synthetic_ade, build_synthetic_coco
+    root = str(tmp_path / task) + '/'
+    if task == 'detection':
+        from mmdet.registry import DATASETS
+        from mmdet.utils import register_all_modules
+        scope = 'mmdet'
+        build_synthetic_coco(root, image_size=64, num_train=12, num_val=5)
+        expected = {}
+        for split in ('train', 'val'):
+            with open(osp.join(root, 'annotations', f'instances_{split}.json')) as f:
+                ann = json.load(f)
+            # every generated scene has at least one object, so none is filtered out
+            assert {a['image_id'] for a in ann['annotations']} == {i['id'] for i in ann['images']}
+            expected[split] = len(ann['images'])
+    else:
+        from mmseg.registry import DATASETS
+        from mmseg.utils import register_all_modules
+        scope = 'mmseg'
+        build_synthetic_ade(root, image_size=32, num_train=12, num_val=5)
+        expected = {split: len(glob.glob(osp.join(root, 'images', folder, '*.jpg')))
+                    for split, folder in (('train', 'training'), ('val', 'validation'))}
+    assert expected == {'train': 12, 'val': 5}
+    register_all_modules(init_default_scope=False)
+    c = cfg(name)
+    for split in ('train', 'val'):
+        ds_cfg = dict(c[f'{split}_dataloader'].dataset, data_root=root)
+        assert 'indices' not in ds_cfg, split
+        ds_cfg['pipeline'] = []
+        with DefaultScope.overwrite_default_scope(scope):
+            assert len(DATASETS.build(ds_cfg)) == expected[split], split

@@ -147,12 +147,19 @@ def test_samples_decoded_by_the_trained_tokenizer(demo):
 def test_from_stage_reruns_only_the_later_dense_stages(demo, tmp_path):
     """``--from-stage segmentation`` on a copy of the work dir: the earlier
     stages and the detection comparison are kept as they were, segmentation
-    runs again on the same ADDP checkpoint and the report says so."""
+    runs again on the same ADDP checkpoint and the report says so. The re-run
+    is an ablation (``--dense-options``, frozen backbone): the option reaches
+    both runs, so the ADDP run ends with exactly the stage-3 encoder weights."""
+    import torch
+
+    from addp_mm.models.utils import load_addp_encoder_state_dict
+    from addp_mm.utils.checkpoint import load_external_state_dict
     wd, summary, _ = demo
     copy = str(tmp_path / 'demo')
     shutil.copytree(wd, copy, ignore=shutil.ignore_patterns('segmentation_*'))
     proc = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'demo.py'), '--fast',
-                           '--work-dir', copy, '--from-stage', 'segmentation'], cwd=REPO,
+                           '--work-dir', copy, '--from-stage', 'segmentation',
+                           '--dense-options', 'model.backbone.frozen_stages=4'], cwd=REPO,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     with open(osp.join(copy, 'summary.json')) as f:
@@ -170,7 +177,16 @@ def test_from_stage_reruns_only_the_later_dense_stages(demo, tmp_path):
     assert again['total_wall_s'] == pytest.approx(r['earlier_stages_wall_s'] + r['this_run_wall_s'])
     dropped = sum(st['wall_s'] for k, st in summary['stages'].items() if k.startswith('segmentation'))
     assert r['earlier_stages_wall_s'] == pytest.approx(summary['total_wall_s'] - dropped)
-    assert 'were re-run with `--from-stage segmentation`' in open(osp.join(copy, 'REPORT.md')).read()
+    report = open(osp.join(copy, 'REPORT.md')).read()
+    assert 'were re-run with `--from-stage segmentation`' in report
+    assert 'model.backbone.frozen_stages=4' in report
+    for who in ('addp', 'random'):
+        assert 'model.backbone.frozen_stages=4' in again['stages'][f'segmentation_{who}']['options']
+    enc = load_addp_encoder_state_dict(summary['stages']['addp']['checkpoint'])
+    sd = load_external_state_dict(again['stages']['segmentation_addp']['checkpoint'])
+    for ours, theirs in (('blocks.0.attn.qkv.weight', 'layers.0.attn.qkv.weight'),
+                         ('blocks.3.mlp.fc2.weight', 'layers.3.ffn.layers.1.weight')):
+        assert torch.equal(sd[f'backbone.{theirs}'], enc[ours]), ours
 
 
 @pytest.mark.e2e
