@@ -36,7 +36,9 @@ Threads: every stage runs with ``--threads`` intra-op threads (``OMP_NUM_THREADS
 ``MKL_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` and ``torch.set_num_threads``). The
 default is the value of ``OMP_NUM_THREADS`` if set, else 1: the demo's models are
 tiny, and on a busy 2-core machine one thread was ten times faster per ADDP step
-(0.52 s) than torch's default (5.0 s).
+(0.52 s) than torch's default (5.0 s). The linear probes and the dense runs are
+independent processes and run ``--jobs`` at a time (default: what fits on the
+cores at ``--threads`` each, at most 2); their numbers do not depend on it.
 """
 import argparse
 import glob
@@ -47,6 +49,7 @@ import os.path as osp
 import re
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -130,6 +133,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help='stop after the transfer stage (no detection / segmentation runs)')
     p.add_argument('--threads', type=int, default=None,
                    help='intra-op threads of every stage (default: $OMP_NUM_THREADS, else 1)')
+    p.add_argument('--jobs', type=int, default=None,
+                   help='runs at a time for the linear probes and the dense comparison (their '
+                   'runs are independent); default: as many as fit on the CPU cores at --threads '
+                   'each, at most 2. The numbers do not depend on it')
     p.add_argument('--data-only', action='store_true',
                    help='write the photo crops and the synthetic COCO/ADE sets under '
                    '<work-dir>/data, then stop')
@@ -143,6 +150,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.threads is not None and args.threads < 1:
         p.error('--threads must be at least 1')
+    if args.jobs is not None and args.jobs < 1:
+        p.error('--jobs must be at least 1')
     if args.probe_seeds is not None and args.probe_seeds < 1:
         p.error('--probe-seeds must be at least 1')
     if args.dense_seeds is not None and args.dense_seeds < 1:
@@ -224,15 +233,54 @@ def set_threads(threads: Optional[int]) -> int:
     return threads
 
 
-def run_tool(cmd: List[str], log_path: str, desc: str, total: Optional[int]) -> float:
-    """Run ``cmd`` (output to ``log_path``) with a progress bar; return wall seconds."""
+def default_jobs(threads: int) -> int:
+    """Concurrent runs that fit on this machine's cores at ``threads`` each
+    (at most 2: one ADDP and one random-init run of a pair)."""
+    return max(1, min(2, (os.cpu_count() or 1) // threads))
+
+
+def run_concurrently(jobs: Sequence[Tuple[str, List[str], str, Sequence[str]]], workers: int,
+                     train) -> None:
+    """``train(name, options, key=key, extra=extra, position=p)`` for every
+    job, ``workers`` at a time; each run is its own single-process
+    ``tools/train.py``, so the results do not depend on ``workers``."""
+    import queue
+    from concurrent.futures import ThreadPoolExecutor
+    if workers <= 1:
+        for name, options, key, extra in jobs:
+            train(name, options, key=key, extra=extra)
+        return
+    slots: 'queue.Queue[int]' = queue.Queue()
+    for i in range(workers):
+        slots.put(i)
+
+    def one(job):
+        name, options, key, extra = job
+        slot = slots.get()
+        try:
+            return train(name, options, key=key, extra=extra, position=slot)
+        finally:
+            slots.put(slot)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(one, job) for job in jobs]
+        errors = [f.exception() for f in futures]
+    for e in errors:
+        if e is not None:
+            raise e
+
+
+def run_tool(cmd: List[str], log_path: str, desc: str, total: Optional[int],
+             position: int = 0) -> float:
+    """Run ``cmd`` (output to ``log_path``) with a progress bar (on line
+    ``position`` when several run at once); return wall seconds."""
     from tqdm import tqdm
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     env.setdefault('PYTHONWARNINGS', 'ignore')
     os.makedirs(osp.dirname(log_path), exist_ok=True)
     start = time.time()
     with open(log_path, 'w') as log, tqdm(total=total, desc=desc, unit='it', leave=True,
-                                          dynamic_ncols=True) as bar:
+                                          dynamic_ncols=True, position=position) as bar:
         log.write('$ ' + ' '.join(cmd) + '\n')
         log.flush()
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -477,6 +525,9 @@ def _dense_diagnosis(task: str, d: dict) -> List[str]:
             text += ('Its runs end with a lower training loss than the random-init runs but do '
                      'not score higher on the val scenes: the pretrained start fits the training '
                      'scenes faster without generalising better.')
+    text += (' Ablations of this comparison (fine-tuning recipe, frozen encoder, pretraining '
+             'resolution), how to re-run them with `--dense-options`, and what they show about '
+             'why: `docs/demo/TRANSFER_ABLATIONS.md` in the repository.')
     return L + [text, '']
 
 
@@ -486,6 +537,10 @@ def write_report(work_dir: str, summary: dict) -> str:
          f"Mode: **{'fast (CI)' if summary['fast'] else 'full'}**, "
          f"{summary['cpu_count']} CPU cores, total wall time **{summary['total_wall_s'] / 60:.1f} min** "
          f"({summary['total_wall_s']:.0f} s).", '']
+    if summary.get('jobs', 1) > 1:
+        L += [f"The linear probes and the dense runs ran {summary['jobs']} at a time "
+              f"(`--jobs {summary['jobs']}`, {summary.get('threads', 1)} thread(s) each), so their "
+              'wall times below overlap and add up to more than the total.', '']
     resumed = summary.get('resumed')
     if resumed:
         L += [f"Stages from `{resumed['from_stage']}` on were re-run with `--from-stage "
@@ -606,6 +661,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     t0 = time.time()
     threads = set_threads(args.threads)
+    args.jobs = args.jobs or default_jobs(threads)
     wd = osp.abspath(args.work_dir)
     os.makedirs(wd, exist_ok=True)
     py = sys.executable
@@ -629,8 +685,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     mode = 'fast' if args.fast else 'full'
     if args.from_stage:
         mode += f', from stage {args.from_stage}'
-    print(f'ADDP embedded demo -> {wd} ({mode} mode, {threads} thread(s) per stage; change with '
-          '--threads N)', flush=True)
+    summary['jobs'] = args.jobs
+    print(f'ADDP embedded demo -> {wd} ({mode} mode, {threads} thread(s) per stage, probe and '
+          f'dense runs {args.jobs} at a time; change with --threads N / --jobs N)', flush=True)
     # datasets (quick; the photo crops are also generated by the dataset class itself)
     from addp_mm.datasets.embedded import build_embedded_photos
     from addp_mm.datasets.synthetic_dense import build_synthetic_ade, build_synthetic_coco
@@ -644,18 +701,22 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         print(f'datasets written under {data}', flush=True)
         return summary
 
+    config_lock = threading.Lock()
+
     def train(name: str, options: List[str], key: Optional[str] = None,
-              extra: Sequence[str] = ()) -> str:
+              extra: Sequence[str] = (), position: int = 0) -> str:
         st = STAGES[name]
         key = key or name
         iters = st.fast_iters if args.fast else st.iters
         sdir = osp.join(wd, key)
-        cfg = stage_config(st, iters, sdir)
+        with config_lock:  # mmengine's config loading is not thread-safe (pkg_resources)
+            cfg = stage_config(st, iters, sdir)
         cmd = [py, osp.join(ROOT, 'tools', 'train.py'), cfg, '--work-dir', sdir]
         options = list(st.options) + options + list(extra)
         if options:
             cmd += ['--cfg-options'] + options
-        wall = run_tool(cmd, osp.join(sdir, 'stdout.log'), f'{ORDER.index(name) + 1}. {key}', iters)
+        wall = run_tool(cmd, osp.join(sdir, 'stdout.log'), f'{ORDER.index(name) + 1}. {key}', iters,
+                        position=position)
         records = read_scalars(sdir)
         S[key] = dict(config=cfg, iters=iters, wall_s=wall, checkpoint=last_checkpoint(sdir),
                       losses=summarize_training(records), metrics=val_metrics(records),
@@ -684,19 +745,22 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             opts += [f'val_evaluator.ann_file={root}annotations/instances_val.json',
                      f'test_evaluator.ann_file={root}annotations/instances_val.json']
         runs = {'addp': [], 'random': []}
-        for seed in dense_seeds:
-            for who, init in (('addp', addp_ckpt), ('random', None)):
-                key = f'{task}_{who}' + (f'_seed{seed}' if seed else '')
-                train(task, opts + [f'model.backbone.pretrained={init}', f'randomness.seed={seed}'],
-                      key=key, extra=args.dense_options)
-                m = S[key]['metrics']
-                missing = [k for k in DENSE_METRICS[task] if k not in m]
-                if missing:
-                    raise DemoError(f'the {task} run {key} logged no {missing}')
-                loss = S[key]['losses'].get('loss', {})
-                runs[who].append(dict(seed=seed, **{k: m[k] for k in DENSE_METRICS[task]},
-                                      train_loss_first=loss.get('first'),
-                                      train_loss_last=loss.get('last')))
+        plan = [(seed, who, f'{task}_{who}' + (f'_seed{seed}' if seed else ''), init)
+                for seed in dense_seeds for who, init in (('addp', addp_ckpt), ('random', None))]
+        for _, _, key, _ in plan:  # the report lists the runs in this order
+            S[key] = {}
+        run_concurrently([(task, opts + [f'model.backbone.pretrained={init}',
+                                         f'randomness.seed={seed}'], key, args.dense_options)
+                          for seed, _, key, init in plan], args.jobs, train)
+        for seed, who, key, _ in plan:
+            m = S[key]['metrics']
+            missing = [k for k in DENSE_METRICS[task] if k not in m]
+            if missing:
+                raise DemoError(f'the {task} run {key} logged no {missing}')
+            loss = S[key]['losses'].get('loss', {})
+            runs[who].append(dict(seed=seed, **{k: m[k] for k in DENSE_METRICS[task]},
+                                  train_loss_first=loss.get('first'),
+                                  train_loss_last=loss.get('last')))
         summary['dense'][task] = dense_summary(runs, DENSE_METRICS[task])
     return finish(summary, wd, t0)
 
@@ -742,17 +806,21 @@ def run_upstream(args: argparse.Namespace, summary: dict, train, wd: str, photos
     seeds = list(range(args.probe_seeds or (1 if args.fast else 3)))
     probe_opts = photo_opts + [f'val_dataloader.dataset.data_root={photos}']
     runs = {'addp': [], 'random': []}
-    for seed in seeds:
-        for who, name, extra in (('addp', 'transfer_addp',
-                                  [f'model.backbone.init_cfg.checkpoint={addp_ckpt}']),
-                                 ('random', 'transfer_random', [])):
-            key = name if seed == 0 else f'{name}_seed{seed}'
-            train(name, probe_opts + extra + [f'randomness.seed={seed}'], key=key)
-            m = S[key]['metrics']
-            if 'accuracy/top1' not in m:
-                raise DemoError(f'the linear-probe run {key} logged no accuracy/top1')
-            runs[who].append(dict(seed=seed, top1=m['accuracy/top1'],
-                                  top5=m.get('accuracy/top5', float('nan'))))
+    plan = [(seed, who, name, name if seed == 0 else f'{name}_seed{seed}', extra)
+            for seed in seeds
+            for who, name, extra in (('addp', 'transfer_addp',
+                                      [f'model.backbone.init_cfg.checkpoint={addp_ckpt}']),
+                                     ('random', 'transfer_random', []))]
+    for *_, key, _ in plan:  # the report lists the runs in this order
+        S[key] = {}
+    run_concurrently([(name, probe_opts + extra + [f'randomness.seed={seed}'], key, ())
+                      for seed, _, name, key, extra in plan], args.jobs, train)
+    for seed, who, _, key, _ in plan:
+        m = S[key]['metrics']
+        if 'accuracy/top1' not in m:
+            raise DemoError(f'the linear-probe run {key} logged no accuracy/top1')
+        runs[who].append(dict(seed=seed, top1=m['accuracy/top1'],
+                              top5=m.get('accuracy/top5', float('nan'))))
     summary['transfer'] = transfer_summary(runs)
     return addp_ckpt
 

@@ -190,6 +190,24 @@ def test_from_stage_reruns_only_the_later_dense_stages(demo, tmp_path):
 
 
 @pytest.mark.e2e
+def test_concurrent_runs_do_not_change_the_numbers(demo, tmp_path):
+    """The dense pairs run ``--jobs`` at a time; one at a time gives the same
+    metrics and losses (each run is its own single-threaded process)."""
+    wd, summary, _ = demo
+    copy = str(tmp_path / 'demo')
+    shutil.copytree(wd, copy, ignore=shutil.ignore_patterns('segmentation_*'))
+    jobs = 1 if summary['jobs'] > 1 else 2
+    proc = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'demo.py'), '--fast',
+                           '--work-dir', copy, '--from-stage', 'segmentation', '--jobs', str(jobs)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(osp.join(copy, 'summary.json')) as f:
+        again = json.load(f)
+    assert again['jobs'] == jobs
+    assert again['dense']['segmentation'] == summary['dense']['segmentation']
+
+
+@pytest.mark.e2e
 def test_from_stage_needs_an_earlier_run(tmp_path):
     proc = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'demo.py'), '--work-dir',
                            str(tmp_path), '--from-stage', 'detection'], cwd=REPO,
