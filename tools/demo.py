@@ -22,7 +22,7 @@ bundled with scikit-image (no download). The last step writes
 
 Examples::
 
-    python tools/demo.py                       # full demo (~15 min on a 2-core CPU)
+    python tools/demo.py                       # full demo (~22 min on an idle 2-core CPU)
     python tools/demo.py --fast --work-dir work_dirs/demo_fast   # CI-sized run
     python tools/demo.py --from-stage detection   # re-run only the dense comparison
     # an ablation of the segmentation comparison on a copy of a finished run:
