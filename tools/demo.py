@@ -242,32 +242,27 @@ def default_jobs(threads: int) -> int:
 def run_concurrently(jobs: Sequence[Tuple[str, List[str], str, Sequence[str]]], workers: int,
                      train) -> None:
     """``train(name, options, key=key, extra=extra, position=p)`` for every
-    job, ``workers`` at a time; each run is its own single-process
-    ``tools/train.py``, so the results do not depend on ``workers``."""
+    job, ``workers`` at a time (``p``: a free progress-bar line); each run is
+    its own single-process ``tools/train.py``, so the results do not depend
+    on ``workers``. The first failure is raised once all runs have ended."""
     import queue
     from concurrent.futures import ThreadPoolExecutor
-    if workers <= 1:
-        for name, options, key, extra in jobs:
-            train(name, options, key=key, extra=extra)
-        return
-    slots: 'queue.Queue[int]' = queue.Queue()
+    lines: 'queue.Queue[int]' = queue.Queue()
     for i in range(workers):
-        slots.put(i)
+        lines.put(i)
 
     def one(job):
         name, options, key, extra = job
-        slot = slots.get()
+        line = lines.get()
         try:
-            return train(name, options, key=key, extra=extra, position=slot)
+            return train(name, options, key=key, extra=extra, position=line)
         finally:
-            slots.put(slot)
+            lines.put(line)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(one, job) for job in jobs]
-        errors = [f.exception() for f in futures]
-    for e in errors:
-        if e is not None:
-            raise e
+    for f in futures:
+        f.result()
 
 
 def run_tool(cmd: List[str], log_path: str, desc: str, total: Optional[int],
