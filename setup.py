@@ -14,4 +14,5 @@ setup(
     description='ADDP (Alternating Denoising Diffusion Process) as an OpenMMLab 2.x plugin suite',
     packages=find_packages(include=['addp_mm', 'addp_mm.*']),
     python_requires='>=3.9',
+    license='Apache-2.0',
 )

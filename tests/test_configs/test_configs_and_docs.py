@@ -1,5 +1,5 @@
-"""Every config runs as written or says what to run first; the README's drop-in
-snippets are real configs that build and run; one name per released file; the
+"""Every config runs as written or says what to run first; the drop-in snippets
+of docs/detection_segmentation.md are real configs that build and run; one name per released file; the
 demo's thread count is set and documented."""
 import glob
 import os
@@ -78,16 +78,19 @@ def test_configs_that_run_as_written_need_no_missing_file(rel, tmp_path, monkeyp
 
 
 # --------------------------------------------------------- drop-in configs
-def _readme():
-    with open(osp.join(ROOT, 'README.md'), encoding='utf-8') as f:
+def _doc(rel):
+    with open(osp.join(ROOT, rel), encoding='utf-8') as f:
         return f.read()
 
 
+DENSE_GUIDE = 'docs/detection_segmentation.md'
+
+
 @pytest.mark.parametrize('path', [DET_DROPIN, SEG_DROPIN], ids=['mmdet', 'mmseg'])
-def test_readme_quotes_the_dropin_configs(path):
+def test_dense_guide_quotes_the_dropin_configs(path):
     with open(path, encoding='utf-8') as f:
         text = f.read().strip()
-    assert f'```python\n{text}\n```' in _readme()
+    assert f'```python\n{text}\n```' in _doc(DENSE_GUIDE)
 
 
 def test_seg_dropin_inherits_mmseg_and_clears_the_resnet_url():
@@ -185,13 +188,13 @@ def test_seg_dropin_builds_and_runs_loss_and_predict():
     assert preds[0].pred_sem_seg.data.shape[-2:] == (64, 64)
 
 
-def test_simple_fpn_arguments_in_readme_exist():
-    """Every ADDPSimpleFPN argument the README shows is one the class takes."""
+def test_simple_fpn_arguments_in_the_dense_guide_exist():
+    """Every ADDPSimpleFPN argument the dense-task guide shows is one the class takes."""
     import inspect
 
     from addp_mm.models.necks import ADDPSimpleFPN
     params = set(inspect.signature(ADDPSimpleFPN.__init__).parameters)
-    for call in re.findall(r"type='ADDPSimpleFPN',([^)]*)\)", _readme().replace('\n', ' ')):
+    for call in re.findall(r"type='ADDPSimpleFPN',([^)]*)\)", _doc(DENSE_GUIDE).replace('\n', ' ')):
         for arg in re.findall(r'(\w+)=', call):
             assert arg in params, arg
 
@@ -204,6 +207,7 @@ RELEASE_NAMES = {'addp-vit-base-16.pth', 'addp-vit-large-16.pth', 'addp-vit-base
 def test_one_name_per_released_file():
     pattern = re.compile(r'[\w.-]*addp[\w.-]*\.pth')
     files = [osp.join(ROOT, 'README.md'), osp.join(ROOT, 'tools', 'sample.py')] + CONFIGS + \
+        glob.glob(osp.join(ROOT, 'docs', '*.md')) + \
         glob.glob(osp.join(ROOT, 'tools', 'model_converters', '*.py'))
     seen = set()
     for path in files:
@@ -216,13 +220,14 @@ def test_one_name_per_released_file():
 
 
 # ----------------------------------------------------------------- threads
-def test_make_demo_sets_threads_and_readme_says_how_to_change():
+def test_make_demo_sets_threads_and_the_demo_guide_says_how_to_change():
     with open(osp.join(ROOT, 'Makefile'), encoding='utf-8') as f:
         make = f.read()
     recipe = make[make.index('\ndemo:'):].split('\n\n')[0]
     assert 'OMP_NUM_THREADS=$(THREADS)' in recipe and '--threads $(THREADS)' in recipe
     assert re.search(r'^THREADS \?= 1$', make, re.M)
-    assert 'make demo THREADS=' in _readme() and '--threads' in _readme()
+    guide = _doc('docs/demo.md')
+    assert 'make demo THREADS=' in guide and '--threads' in guide
 
 
 def test_demo_threads_reach_every_stage(tmp_path, monkeypatch):
@@ -258,3 +263,35 @@ def test_missing_tiny_frozen_weights_do_not_say_download(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError) as err:
         load_external_state_dict(cfg.model.tokenizer.checkpoint)
     assert 'Download' not in str(err.value)
+
+
+# ------------------------------------------------------------ the README
+def test_readme_has_the_openmmlab_shape():
+    text = _doc('README.md')
+    lines = text.splitlines()
+    assert len(lines) <= 250, len(lines)
+    assert 'make demo' in '\n'.join(lines[:8]) and 'make test' in '\n'.join(lines[:8])
+    sections = re.findall(r'^## (.+)$', text, re.M)
+    for name in ('Introduction', 'Installation', 'Get started', 'Model zoo', 'Citation', 'License'):
+        assert name in sections, name
+    assert '@inproceedings{tian2024addp' in text and 'make setup' in text
+    for folder in ('addp', 'addp_gen', 'addp_det', 'addp_seg'):
+        assert f'](configs/{folder}/README.md)' in text, folder
+    for phrase in ('fixed since', 'earlier recorded', 'busy', 'idle'):
+        assert phrase not in text, phrase
+    with open(osp.join(ROOT, 'LICENSE'), encoding='utf-8') as f:
+        assert 'Apache License' in f.read()
+    with open(osp.join(ROOT, 'setup.py'), encoding='utf-8') as f:
+        assert "license='Apache-2.0'" in f.read()
+
+
+def test_relative_links_in_readme_and_docs_resolve():
+    pages = [osp.join(ROOT, 'README.md')] + glob.glob(osp.join(ROOT, 'docs', '*.md')) + \
+        glob.glob(osp.join(ROOT, 'configs', '*', 'README.md'))
+    broken = []
+    for page in pages:
+        for target in re.findall(r'\]\(([^)\s]+)\)', _doc(page)):
+            path = target.split('#')[0]
+            if path and '://' not in path and not osp.exists(osp.join(osp.dirname(page), path)):
+                broken.append(f'{_rel(page)}: {target}')
+    assert not broken, broken
