@@ -10,7 +10,7 @@ from mmengine.config import Config
 
 import addp_mm  # noqa: F401
 
-from addp_mm.testing import REPO_ROOT as REPO
+from helpers.checkout import REPO_ROOT as REPO
 DEMO = osp.join(REPO, 'configs', 'demo')
 
 

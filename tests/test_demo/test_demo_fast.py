@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from addp_mm.testing import REPO_ROOT as REPO
+from helpers.checkout import REPO_ROOT as REPO
 
 
 @pytest.fixture(scope='module')
@@ -221,14 +221,12 @@ def test_from_stage_needs_an_earlier_run(tmp_path):
 def test_full_mode_stage_runs_its_stated_budget(name, tmp_path):
     """The config a full-mode stage runs has the iteration count the demo
     records for it, with the schedule inside that budget."""
-    import importlib.util
-
+    from helpers.generation import load_script
     from mmengine.config import Config
-    spec = importlib.util.spec_from_file_location('addp_demo', osp.join(REPO, 'tools', 'demo.py'))
-    demo_mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo_mod)
-    stage = demo_mod.STAGES[name]
-    cfg = Config.fromfile(demo_mod.stage_config(stage, stage.iters, str(tmp_path)),
+    load_script('tools/demo.py')  # puts tools/ (the addp_demo package) on sys.path
+    from addp_demo.stages import STAGES, stage_config
+    stage = STAGES[name]
+    cfg = Config.fromfile(stage_config(stage, stage.iters, str(tmp_path)),
                           import_custom_modules=False)
     assert cfg.train_cfg.max_iters == stage.iters
     scheds = cfg.param_scheduler if isinstance(cfg.param_scheduler, list) else [cfg.param_scheduler]
