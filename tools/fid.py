@@ -35,12 +35,30 @@ def parse_args(argv=None):
     p.add_argument('--device', default=None, help='default: cuda if available, else cpu')
     p.add_argument('--save-stats', default=None, help='write the statistics of GEN (a folder) to this .npz')
     p.add_argument('--no-isc', action='store_true', help='skip the Inception Score')
-    p.add_argument('--isc-splits', type=int, default=10)
+    p.add_argument('--isc-splits', type=int, default=None,
+                   help='splits of the Inception Score (default 10)')
     return p.parse_args(argv)
+
+
+def check_options(args) -> None:
+    """Refuse options that would do nothing, in one line each."""
+    gen_is_stats = osp.isfile(args.gen) and args.gen.endswith('.npz')
+    if gen_is_stats and args.save_stats:
+        raise SystemExit('error: --save-stats writes the statistics of a GEN folder, and GEN is '
+                         'already a statistics file: drop --save-stats')
+    if args.isc_splits is not None and (args.no_isc or gen_is_stats):
+        why = 'with --no-isc' if args.no_isc else 'when GEN is a statistics file'
+        raise SystemExit(f'error: --isc-splits sets up the Inception Score, which is not computed '
+                         f'{why}: drop --isc-splits')
+    if args.isc_splits is None:
+        args.isc_splits = 10
+    elif args.isc_splits < 1:
+        raise SystemExit(f'error: --isc-splits must be >= 1, got {args.isc_splits}')
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    check_options(args)
     import torch
 
     from addp_mm.evaluation.fid import (INCEPTION_WEIGHTS_HELP, build_inception, compute_fid_is,

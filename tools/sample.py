@@ -22,7 +22,9 @@ Examples::
         --fid-ref data/imagenet_val256/
 
 Sample ``i`` is drawn with the seed ``--seed + i`` (one ``torch.Generator`` per
-sample), so the same seed gives the same images for any ``--batch-size``.
+sample), so the same seed gives the same images for any ``--batch-size``. The files are
+written into ``<out-dir>.partial`` and moved into ``--out-dir`` when sampling
+ends, so a failed run adds nothing to the folder.
 """
 import argparse
 import os.path as osp
@@ -58,7 +60,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('config', help='generation (or ADDP pretraining) config')
     p.add_argument('checkpoint', help='ADDP checkpoint (ours, or an official one converted with '
                    'tools/model_converters/addp_to_mm.py)')
-    p.add_argument('--num', type=positive_int, default=16, help='number of images (default 16)')
+    p.add_argument('--num', type=positive_int, default=None,
+                   help='number of unconditional samples (default 16); with --inpaint each '
+                   'image is inpainted once: repeat a path for more inpaintings of it')
     p.add_argument('--batch-size', type=positive_int, default=16, help='images per batch (default 16)')
     p.add_argument('--steps', type=positive_int, default=None,
                    help='sampling steps (config default; the release uses 20, or 256 linear)')
@@ -110,10 +114,36 @@ def load_generation_weights(model: torch.nn.Module, path: str) -> None:
         raise SampleError(str(err))
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    args = parse_args(argv)
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse options that conflict or would do nothing, in one line each."""
     if args.inpaint and not args.region:
         raise SampleError('--inpaint needs --region TOP LEFT BOTTOM RIGHT')
+    if args.region and not args.inpaint:
+        raise SampleError('--region only applies to inpainting: add --inpaint IMAGE [IMAGE ...] '
+                          'or drop --region')
+    if args.inpaint and args.num is not None:
+        raise SampleError('--num counts unconditional samples; --inpaint writes one image per '
+                          'input: drop --num and repeat an image path for several inpaintings '
+                          'of it (image i uses seed + i)')
+    if args.num is None:
+        args.num = 16
+
+
+def check_inpaint_images(paths: Sequence[str]) -> None:
+    """Read every ``--inpaint`` image now, so a bad one fails before any work."""
+    from addp_mm.apis.image_io import read_image_file
+    for p in paths:
+        try:
+            read_image_file(p)
+        except FileNotFoundError:
+            raise SampleError(f'--inpaint image not found: {p!r}')
+        except ValueError as err:
+            raise SampleError(f'--inpaint: {err}')
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_args(argv)
+    check_options(args)
     if args.fid_ref and not args.inception_weights:
         raise SampleError('--fid-ref needs --inception-weights (the Inception-v3 weights file)')
     if args.inception_weights and not osp.isfile(args.inception_weights):
@@ -124,8 +154,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         raise SampleError(f'--fid-ref {args.fid_ref!r} does not exist')
     if not osp.isfile(args.config):
         raise SampleError(f'config file not found: {args.config!r}')
-    if not osp.isfile(args.checkpoint):
+    from addp_mm.utils.downloads import is_remote
+    if not is_remote(args.checkpoint) and not osp.isfile(args.checkpoint):  # a URL downloads
         raise SampleError(f'checkpoint not found: {args.checkpoint!r}')
+    if args.inpaint:
+        check_inpaint_images(args.inpaint)
     device = resolve_device(args.device)
     from addp_mm.apis.generator import check_out_dir
     try:  # before any work: the output folder must be usable
@@ -149,9 +182,6 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     size = gen.image_size
     boxes = None
     if args.inpaint:
-        for p in args.inpaint:
-            if not osp.isfile(p):
-                raise SampleError(f'--inpaint image not found: {p!r}')
         top, left, bottom, right = args.region
         if not (0 <= top < bottom <= size and 0 <= left < right <= size):
             raise SampleError(f'--region {args.region} must satisfy 0 <= TOP < BOTTOM <= {size} and '
@@ -170,12 +200,17 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             feats.append(f)
             logits.append(lg)
 
-    try:
-        out = gen(args.inpaint, num_images=args.num, seed=args.seed, boxes=boxes,
-                  batch_size=args.batch_size, return_steps=args.save_steps, out_dir=args.out_dir,
-                  grid_max=args.grid_max, keep_images=False, on_batch=on_batch, show_progress=True)
-    except ValueError as err:
-        raise SampleError(str(err))
+    from addp_mm.utils.outputs import publish_dir, staged_dirs
+    # written into <out-dir>.partial (removed if the run fails), then moved into place
+    with staged_dirs(args.out_dir) as (staging, ):
+        try:
+            out = gen(args.inpaint, num_images=args.num, seed=args.seed, boxes=boxes,
+                      batch_size=args.batch_size, return_steps=args.save_steps, out_dir=staging,
+                      grid_max=args.grid_max, keep_images=False, on_batch=on_batch,
+                      show_progress=True)
+        except ValueError as err:
+            raise SampleError(str(err))
+        publish_dir(staging, args.out_dir)
     total = out['num_images']
     print(f'wrote {total} images and grid.png to {args.out_dir}')
 

@@ -15,6 +15,8 @@ model does not know, shapes differ, or most parameters would stay at their
 random initialisation. The only keys allowed to differ are those under
 :data:`KEYS_ALLOWED_TO_DIFFER`. Metrics are printed first; ``--out`` and the
 ``--show-dir`` pictures are then moved into place (temporary name + rename).
+They are drawn into ``<folder>.partial``, which starts empty and is removed if
+the run fails, so a failed run adds no file to a later one.
 """
 import argparse
 import json
@@ -23,16 +25,17 @@ import os.path as osp
 
 import _common  # noqa: F401  (sys.path + safe checkpoint loading; must come first)
 from _common import (ToolError, check_cfg_options, check_scope, check_work_dir, load_config,
-                     missing_hint, one_line_errors, safe_torch_load, setup_cpu_distributed)
+                     local_checkpoint, missing_hint, one_line_errors, safe_torch_load,
+                     setup_cpu_distributed)
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 from addp_mm.utils.outputs import (OutputError, atomic_write, check_output_dir, check_output_file,
-                                   partial_dir, publish_dir)
+                                   partial_dir, publish_dir, staged_dirs)
 
 #: Key prefixes that may be missing from, or extra in, the checkpoint: the data
 #: preprocessor's normalisation buffers are set by the config, not learnt.
-KEYS_ALLOWED_TO_DIFFER = ('data_preprocessor.', )
+from addp_mm.engine.strict_loading import KEYS_ALLOWED_TO_DIFFER  # noqa: E402,F401
 
 
 def parse_args() -> argparse.Namespace:
@@ -50,6 +53,17 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
+
+
+def check_option_pairs(args) -> None:
+    """Refuse ``--cfg-options`` entries that another argument would override."""
+    options = args.cfg_options or {}
+    if 'load_from' in options:
+        raise ToolError('tools/test.py evaluates its CHECKPOINT argument: drop load_from from '
+                        '--cfg-options and give the file as CHECKPOINT')
+    if 'work_dir' in options and args.work_dir is not None:
+        raise ToolError('the work dir is given twice (--work-dir and --cfg-options work_dir=): '
+                        'keep --work-dir')
 
 
 def check_outputs(scope: str, args, work_dir: str) -> None:
@@ -112,44 +126,19 @@ def add_dump(runner: Runner, scope: str, args):
     return dump
 
 
-def check_checkpoint_fits(model, ckpt, path: str, max_report: int = 5) -> None:
-    """Exit with one line if the checkpoint's weights do not fit ``model``."""
-    import torch
-    from mmengine.model import is_model_wrapper
-    if is_model_wrapper(model):
-        model = model.module
-    if not isinstance(ckpt, dict):
-        raise ToolError(f'checkpoint {path!r} holds a {type(ckpt).__name__}, not a state dict')
-    sd = ckpt.get('state_dict', ckpt)
-    if not isinstance(sd, dict):
-        raise ToolError(f"checkpoint {path!r}: 'state_dict' is a {type(sd).__name__}")
-    sd = {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in sd.items()
-          if isinstance(v, torch.Tensor)}
-    own = model.state_dict()
-    allowed = KEYS_ALLOWED_TO_DIFFER
-    missing = [k for k in own if k not in sd and not k.startswith(allowed)]
-    unexpected = [k for k in sd if k not in own and not k.startswith(allowed)]
-    mismatched = [f'{k}: {tuple(sd[k].shape)} vs {tuple(v.shape)}' for k, v in own.items()
-                  if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
-    params = {k: p.numel() for k, p in model.named_parameters()}
-    total = sum(params.values()) or 1
-    loaded = sum(n for k, n in params.items()
-                 if k in sd and tuple(sd[k].shape) == tuple(own[k].shape))
-    problems = []
-    if mismatched:
-        problems.append(f'{len(mismatched)} shape mismatch(es) (file vs model), e.g. '
-                        + ', '.join(mismatched[:max_report]))
-    if missing:
-        problems.append(f'{len(missing)} model key(s) missing from the file, e.g. '
-                        f'{missing[:max_report]}')
-    if unexpected:
-        problems.append(f'{len(unexpected)} unexpected key(s), e.g. {unexpected[:max_report]}')
-    if loaded < 0.5 * total:
-        problems.append(f'only {100.0 * loaded / total:.1f}% of the parameters would be loaded')
-    if problems:
-        raise ToolError(f'checkpoint {path!r} does not fit the model of this config: '
-                        + '; '.join(problems) + '. Evaluate it with the config it was trained '
-                        'with (or convert it first).')
+def check_checkpoint_fits(model, ckpt, path: str) -> None:
+    """Exit with one line if the checkpoint's weights do not fit ``model``.
+
+    The key accounting is :func:`addp_mm.engine.strict_loading.check_checkpoint_fits`,
+    the same check ``load_from`` and ``--resume`` get.
+    """
+    from addp_mm.engine.strict_loading import check_checkpoint_fits as check
+    from addp_mm.utils.checkpoint import CheckpointError
+    try:
+        check(model, ckpt, repr(path), hint='Evaluate it with the config it was trained with '
+              '(or convert it first).')
+    except CheckpointError as err:
+        raise ToolError(str(err)) from None
 
 
 def save_outputs(scope: str, args, dump) -> None:
@@ -169,9 +158,11 @@ def main() -> None:
     args = parse_args()
     cfg = load_config(args.config)
     scope = check_scope(cfg)
+    args.checkpoint = local_checkpoint(args.checkpoint)  # a URL: downloaded and checked now
     if not osp.isfile(args.checkpoint):
         raise ToolError(f'checkpoint not found: {args.checkpoint!r}')
     if args.cfg_options:
+        check_option_pairs(args)
         check_cfg_options(cfg, args.cfg_options)
         cfg.merge_from_dict(args.cfg_options)
     cfg.launcher = args.launcher
@@ -185,6 +176,15 @@ def main() -> None:
     check_outputs(scope, args, cfg.work_dir)
     with one_line_errors():
         ckpt = safe_torch_load(args.checkpoint, mmap=True)
+    # staging folders start empty and are removed if the run fails (on rank 0,
+    # which writes them)
+    staged = [args.show_dir, args.out if scope == 'mmseg' else None]
+    with staged_dirs(*(staged if os.environ.get('RANK', '0') == '0' else [])):
+        run_test(cfg, scope, args, ckpt)
+
+
+def run_test(cfg, scope: str, args, ckpt) -> None:
+    """Build the runner, check the checkpoint, test, print the metrics, publish the outputs."""
     add_outputs(cfg, scope, args)
     if args.out and scope == 'mmseg':
         cfg.test_evaluator['output_dir'] = partial_dir(args.out)

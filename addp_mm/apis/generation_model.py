@@ -54,8 +54,6 @@ def build_generation_model(cfg: Config, sampler: Optional[dict] = None):
     """
     from mmengine.registry import init_default_scope
     from mmpretrain.registry import MODELS
-
-    import addp_mm  # noqa: F401  (registers the modules)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     model_cfg = cfg.model.copy()
     if model_cfg.get('type') not in ('ADDP', 'mmpretrain.ADDP'):
@@ -74,6 +72,24 @@ def build_generation_model(cfg: Config, sampler: Optional[dict] = None):
         return MODELS.build(model_cfg)
     except ValueError as err:
         raise ValueError(f'invalid sampler/model settings: {err}') from err
+
+
+def _frozen_part_of(sd: dict) -> Optional[tuple]:
+    """``(config key, description)`` if ``sd`` holds only a tokenizer or a token
+    predictor (a ``VQGANTrainer`` / ``MAGEPredictorTrainer`` checkpoint or an
+    official VQGAN / MAGE state dict), else None."""
+    if any(k.startswith(('backbone.', 'neck.')) for k in sd):
+        return None
+    if any(k.startswith('decoder_blocks.') for k in sd):  # an official release
+        if 'token_emb.word_embeddings.weight' in sd and \
+                not any(k.startswith('token_predictor.') for k in sd):
+            return 'token_predictor', 'token-predictor (MAGE)'  # MAGE, not ADDP
+        return None
+    if any(k.startswith(('token_predictor.', 'token_emb.')) for k in sd):
+        return 'token_predictor', 'token-predictor (MAGE)'
+    if any(k.startswith(('tokenizer.', 'quantize.')) for k in sd):
+        return 'tokenizer', 'tokenizer (VQGAN)'
+    return None
 
 
 def load_generation_weights(model: torch.nn.Module, path: str) -> None:
@@ -95,6 +111,13 @@ def load_generation_weights(model: torch.nn.Module, path: str) -> None:
     missing_parts = [desc for prefix, desc in GEN_PREFIXES.items()
                      if not any(k.startswith(prefix) for k in sd)]
     if missing_parts:
+        frozen = _frozen_part_of(sd)
+        if frozen:
+            part, name = frozen
+            raise GenerationWeightsError(
+                f'checkpoint {path!r} is a {name} checkpoint, not an ADDP model: use it as '
+                f'model.{part}.checkpoint of an ADDP pretraining config, and sample with the '
+                'checkpoint that training writes.')
         if any(k.startswith(('decoder_blocks.', 'vqgan.')) for k in sd):
             hint = ('it is an official ADDP release: convert it first with '
                     'tools/model_converters/addp_to_mm.py SRC DST')

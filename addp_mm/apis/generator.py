@@ -32,6 +32,7 @@ from .generation_model import (GEN_PREFIXES, NOT_NEEDED_FOR_GENERATION,  # noqa:
                                GenerationWeightsError, _resolve_config, build_generation_model,
                                load_generation_weights)
 from .image_io import ImageLike, fit_image, fit_mask, grid_of, save_png, step_strip, to_pil
+from .scope import codebase_scope
 
 __all__ = ['ADDPGenerator', 'GenerationWeightsError', 'load_generation_weights',
            'build_generation_model', 'check_out_dir', 'resolve_device', 'SAMPLER_OPTIONS']
@@ -100,7 +101,8 @@ class ADDPGenerator(BaseInferencer):
             raise ValueError('nothing is downloaded: pass the local path of the checkpoint as '
                              '`pretrained` (the metafile names the release file)')
         cfg = _resolve_config(model)
-        net = build_generation_model(cfg, sampler)
+        with codebase_scope(cfg.get('default_scope', 'mmpretrain')):
+            net = build_generation_model(cfg, sampler)
         if pretrained:
             load_generation_weights(net, pretrained)
         else:
@@ -149,7 +151,8 @@ class ADDPGenerator(BaseInferencer):
         if not overrides:
             return self.sampler
         from mmpretrain.registry import MODELS
-        return MODELS.build({**self._sampler_cfg, **overrides})
+        with codebase_scope('mmpretrain'):  # whatever scope another inferencer left
+            return MODELS.build({**self._sampler_cfg, **overrides})
 
     def preprocess(self,
                    inputs: Optional[Sequence[ImageLike]] = None,
@@ -223,7 +226,7 @@ class ADDPGenerator(BaseInferencer):
             ``tokens`` (``[b, h*w]``), ``steps`` (uint8 strips or None) and,
             for inpainting, ``regions`` (bool token masks).
         """
-        from addp_mm.evaluation.fid import images_to_uint8
+        from addp_mm.utils.pixels import images_to_uint8
         sampler = sampler or self.sampler
         if 'images' in batch:
             out = sampler.inpaint(self.model, batch['images'], batch['regions'], seeds=batch['seeds'],

@@ -10,7 +10,8 @@ from torch import Tensor
 
 ImageLike = Union[str, np.ndarray, Tensor, 'PIL.Image.Image']  # noqa: F821
 
-__all__ = ['fit_image', 'fit_mask', 'to_pil', 'save_png', 'make_grid', 'step_strip']
+__all__ = ['fit_image', 'fit_mask', 'read_image_file', 'to_pil', 'save_png', 'make_grid',
+           'step_strip']
 
 
 def _resize_crop_box(w: int, h: int, size: int) -> Tuple[Tuple[int, int], Tuple[int, int, int, int]]:
@@ -21,15 +22,34 @@ def _resize_crop_box(w: int, h: int, size: int) -> Tuple[Tuple[int, int], Tuple[
     return (rw, rh), (left, top, left + size, top + size)
 
 
+def read_image_file(path: str):
+    """Read an image file as an RGB PIL image.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        ValueError: One line if the file is not an image PIL can decode
+            (another file type, or a truncated image).
+    """
+    from PIL import Image, UnidentifiedImageError
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'image not found: {path!r}')
+    try:
+        with Image.open(path) as im:
+            return im.convert('RGB')
+    except UnidentifiedImageError:
+        raise ValueError(f'{path!r} is not an image file PIL can read; give a PNG, JPEG or '
+                         'another image format') from None
+    except (OSError, SyntaxError) as err:  # truncated or corrupt image data
+        raise ValueError(f'image {path!r} cannot be decoded ({str(err).splitlines()[0]}); '
+                         'give an intact image file') from None
+
+
 def to_pil(image: ImageLike):
     """A path, a PIL image, an ``[H, W, 3]`` uint8 RGB array or a ``[3, H, W]``
     float tensor in ``[0, 1]`` -> an RGB PIL image."""
     from PIL import Image
     if isinstance(image, str):
-        if not osp.isfile(image):
-            raise FileNotFoundError(f'image not found: {image!r}')
-        with Image.open(image) as im:
-            return im.convert('RGB')
+        return read_image_file(image)
     if isinstance(image, Image.Image):
         return image.convert('RGB')
     if isinstance(image, Tensor):
@@ -133,7 +153,7 @@ def step_strip(trajectory: List, index: int, grid_hw: Sequence[int], size: Seque
     Returns:
         Tensor: uint8 ``[3, H', W']``.
     """
-    from addp_mm.evaluation.fid import images_to_uint8
+    from addp_mm.utils.pixels import images_to_uint8
     H, W = size
     tiles_x, tiles_m = [], []
     for x, mask in trajectory:

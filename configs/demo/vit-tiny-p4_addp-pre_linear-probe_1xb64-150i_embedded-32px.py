@@ -67,11 +67,13 @@ dataset = dict(type='ADDPEmbeddedPhotos', data_root=data_root, crop_size=img_siz
 train_dataloader = dict(
     batch_size=64,
     num_workers=0,
+    persistent_workers=False,  # needs workers; the codebases' tools default it to True
     sampler=dict(type='InfiniteSampler', shuffle=True),  # no 2 s pause per epoch
     dataset=dict(**dataset, split='train', pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=112,
     num_workers=0,
+    persistent_workers=False,  # needs workers; the codebases' tools default it to True
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(**dataset, split='val', pipeline=test_pipeline))
 val_evaluator = dict(type='Accuracy', topk=(1, 5))

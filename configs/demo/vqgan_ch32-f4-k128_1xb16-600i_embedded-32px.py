@@ -63,6 +63,7 @@ dataset = dict(type='ADDPEmbeddedPhotos', data_root=data_root, crop_size=img_siz
 train_dataloader = dict(
     batch_size=16,
     num_workers=0,
+    persistent_workers=False,  # needs workers; the codebases' tools default it to True
     # an endless shuffled stream: no epoch boundaries (mmengine pauses 2 s at each)
     sampler=dict(type='InfiniteSampler', shuffle=True),
     collate_fn=dict(type='default_collate'),

@@ -38,6 +38,7 @@ model = dict(
 test_dataloader = dict(
     batch_size=4,
     num_workers=0,
+    persistent_workers=False,  # needs workers; the codebases' tools default it to True
     sampler=dict(type='DefaultSampler', shuffle=False),
     collate_fn=dict(type='default_collate'),  # SelfSupDataPreprocessor needs stacked inputs
     dataset=dict(type='ADDPGenerationDataset', num_samples=num_samples))

@@ -49,11 +49,13 @@ dataset = dict(type='ADDPEmbeddedPhotos', data_root=data_root, crop_size=64)
 train_dataloader = dict(
     batch_size=16,
     num_workers=0,
+    persistent_workers=False,  # needs workers; the codebases' tools default it to True
     sampler=dict(type='DefaultSampler', shuffle=True),
     dataset=dict(**dataset, split='train', pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=32,
     num_workers=0,
+    persistent_workers=False,  # needs workers; the codebases' tools default it to True
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(**dataset, split='val', pipeline=test_pipeline))
 val_evaluator = dict(type='Accuracy', topk=(1, 5))

@@ -89,6 +89,7 @@ test_pipeline = [
 train_dataloader = dict(
     batch_size=4,
     num_workers=0,
+    persistent_workers=False,  # needs workers; the codebases' tools default it to True
     sampler=dict(type='DefaultSampler', shuffle=True),
     dataset=dict(
         type=dataset_type,
@@ -99,6 +100,7 @@ train_dataloader = dict(
 val_dataloader = dict(
     batch_size=8,
     num_workers=0,
+    persistent_workers=False,  # needs workers; the codebases' tools default it to True
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
         type=dataset_type,
