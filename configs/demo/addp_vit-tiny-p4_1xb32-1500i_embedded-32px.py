@@ -1,7 +1,7 @@
 # Stage 3 of the embedded demo (tools/demo.py): ADDP pretraining on 32 px
 # photo crops with the tokenizer and token predictor trained in stages 1-2.
-# It is P's tiny ADDP config (configs/tests/addp_vit-tiny-p8_1xb8-300i_embedded-64px.py)
-# at 32 px: patch 4 = the demo tokenizer's down-sampling, an 8x8 token grid,
+# It is the tiny ADDP of configs/_base_/ (models/addp_vit-tiny-p8.py and the embedded-photo
+# data, schedule and CPU runtime, shared with the test configs) at 32 px: patch 4 = the demo tokenizer's down-sampling, an 8x8 token grid,
 # 128 codes, a 4-block 64-wide encoder and a 2-block decoder.
 #
 #   python tools/train.py configs/demo/addp_vit-tiny-p4_1xb32-1500i_embedded-32px.py \
@@ -12,7 +12,12 @@
 # official VQGAN (`tokenizer_checkpoint`) and MAGE-B/L predictor (`predictor_checkpoint`),
 # ImageNet at 256 px (`data_root`), ViT-B/16 or L/16.
 # Run first: python tools/demo.py (stages 1-2 write work_dirs/demo/tokenizer/iter_600.pth and work_dirs/demo/predictor/iter_1200.pth)
-_base_ = ['../tests/addp_vit-tiny-p8_1xb8-300i_embedded-64px.py']
+_base_ = [
+    '../_base_/models/addp_vit-tiny-p8.py',
+    '../_base_/datasets/embedded-photos_bs8_addp-64px.py',
+    '../_base_/schedules/adamw_coslr-300i_bs8_addp-tiny.py',
+    '../_base_/cpu_runtime.py',
+]
 
 # ---------------------------------------------------------------- user paths
 tokenizer_checkpoint = 'work_dirs/demo/tokenizer/iter_600.pth'  # a VQGANTrainer checkpoint

@@ -4,13 +4,13 @@
 # coins segmented from skimage's coins.png and the horse silhouette pasted on
 # grass/gravel/brick crops). Reports COCO bbox/segm AP on its val split.
 #
-# It is D's tiny config (configs/tests/mask-rcnn_addp-vit-tiny_simple-fpn_test_coco.py)
-# with the demo encoder: patch 4 (stride 4, so the simple pyramid uses scales 1 and 0.5
+# It builds on the CPU-scale Mask R-CNN shared with the tests
+# (configs/addp_det/_base_/mask-rcnn_addp-vit-tiny_simple-fpn_128px.py), with the demo encoder: patch 4 (stride 4, so the simple pyramid uses scales 1 and 0.5
 # and max-pools the coarser levels), 64 wide, 4 blocks, windows of 8 tokens, block 3 global.
 # Scaling up = configs/addp_det/mask-rcnn_addp-vit-base-p16_simple-fpn_lsj-100e_coco.py
 # (`pretrained` = your ADDP checkpoint, `data_root` = COCO).
 # Run first: python tools/demo.py (it writes the data under work_dirs/demo/data/ and the stage-3 encoder work_dirs/demo/addp/iter_1500.pth; --data-only writes just the data)
-_base_ = ['../tests/mask-rcnn_addp-vit-tiny_simple-fpn_test_coco.py']
+_base_ = ['../addp_det/_base_/mask-rcnn_addp-vit-tiny_simple-fpn_128px.py']
 
 # ---------------------------------------------------------------- user paths
 pretrained = 'work_dirs/demo/addp/iter_1500.pth'  # an ADDP pretraining checkpoint
