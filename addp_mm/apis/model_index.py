@@ -111,8 +111,6 @@ def init_model(config: Union[str, Config],
         nn.Module: The model in eval mode, with ``cfg`` set to the config.
     """
     from mmengine.registry import DefaultScope, init_default_scope
-
-    import addp_mm  # noqa: F401
     cfg = Config.fromfile(config) if isinstance(config, str) else copy.deepcopy(config)
     if kwargs:
         cfg.merge_from_dict({'model': kwargs})

@@ -8,7 +8,7 @@ ADDP training:
   exponent range), on older GPUs fp16 with a ``GradScaler``; on a CPU bf16
   only when it is native (AVX-512 BF16 / AMX), otherwise fp32 with one log
   line saying why (``ADDP_BF16=1`` forces bf16, ``ADDP_BF16=0`` disables it;
-  see :func:`addp_mm.models.utils.performance.bf16_choice`). mmengine's
+  see :func:`addp_mm.utils.precision.bf16_choice`). mmengine's
   wrapper always builds a ``GradScaler`` and defaults to fp16.
 * **No host synchronisation in the step.** mmengine converts the gradient
   norm to a Python float after every clip (and its ``GradScaler`` reads the
@@ -32,7 +32,7 @@ from mmengine.optim import OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
 from torch import Tensor, nn
 
-from addp_mm.models.utils.performance import bf16_choice
+from addp_mm.utils.precision import bf16_choice
 
 __all__ = ['ADDPAmpOptimWrapper', 'ADDPCPUAmpOptimWrapper', 'resolve_amp_dtype', 'amp_optim_wrapper_cfg']
 

@@ -26,6 +26,7 @@ from mmengine.evaluator import BaseMetric
 from mmpretrain.registry import METRICS
 from torch import Tensor, nn
 
+from addp_mm.utils.pixels import images_to_uint8
 from .fid_stats import (feature_statistics, frechet_distance, inception_score, load_statistics,
                         save_statistics)
 
@@ -38,21 +39,11 @@ INCEPTION_WEIGHTS_HELP = (
 
 __all__ = [
     'IMAGE_EXTENSIONS', 'feature_statistics', 'frechet_distance', 'inception_score',
-    'images_to_uint8', 'build_inception', 'FeatureExtractor', 'list_images',
+    'build_inception', 'FeatureExtractor', 'list_images',
     'load_image_uint8', 'iter_image_batches', 'extract_features', 'folder_features',
     'save_statistics', 'load_statistics', 'reference_statistics', 'compute_fid_is',
     'ADDPGenerationMetric'
 ]
-
-
-def images_to_uint8(images: Tensor) -> Tensor:
-    """``[.., 3, H, W]`` float images in nominal ``[0, 1]`` -> uint8, as the reference saves them.
-
-    ``clamp(x·255, 0, 255)`` truncated to an integer (numpy ``astype(uint8)``).
-    """
-    if images.dtype == torch.uint8:
-        return images
-    return (images.float() * 255.).clamp(0, 255).to(torch.uint8)
 
 
 # ---------------------------------------------------------------------------

@@ -55,7 +55,7 @@ def test_generator_reproduces_sample_tool_bit_for_bit(gen, tiny_ckpt, tmp_path):
         assert np.array_equal(res['steps'][i], _read(osp.join(out_dir, 'steps', f'{i:06d}.png')))
     assert np.array_equal(res['grid'], _read(osp.join(out_dir, 'grid.png')))
     # and both are what the sampler itself draws (the code path before the API existed)
-    from addp_mm.evaluation.fid import images_to_uint8
+    from addp_mm.utils.pixels import images_to_uint8
     from mmpretrain.registry import MODELS
     sampler = MODELS.build(dict(gen.config.model.sampler, num_steps=4))
     direct = sampler.sample(gen.model, seeds=[7, 8])

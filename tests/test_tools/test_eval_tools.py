@@ -60,7 +60,7 @@ def test_tools_test_runs_sampling_and_metric(tiny_ckpt, random_inception_file, t
     model, _ = build_tiny_addp()
     sd = torch.load(tiny_ckpt, map_location='cpu', weights_only=True)['state_dict']
     model.load_state_dict(sd)
-    from addp_mm.evaluation.fid import images_to_uint8
+    from addp_mm.utils.pixels import images_to_uint8
     from addp_mm.models.generation import AlternatingDenoisingSampler
     api = images_to_uint8(AlternatingDenoisingSampler(num_steps=3).sample(model, seeds=[2])['images'])[0]
     png = np.asarray(Image.open(saved / '000002.png')).astype(int)

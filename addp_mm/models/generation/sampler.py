@@ -140,7 +140,7 @@ class AlternatingDenoisingSampler(BaseModule):
         """The autocast context of :attr:`precision` on ``device_type``."""
         from contextlib import nullcontext
 
-        from addp_mm.models.utils.performance import bf16_choice
+        from addp_mm.utils.precision import bf16_choice
         if self.precision is None:
             return nullcontext()
         if self.precision == 'auto':
@@ -461,7 +461,7 @@ class AlternatingDenoisingSampler(BaseModule):
         """
         from mmpretrain.structures import DataSample
 
-        from addp_mm.evaluation.fid import images_to_uint8
+        from addp_mm.utils.pixels import images_to_uint8
         if data_samples is None:
             if inputs is None:
                 raise ValueError('predict needs inputs or data_samples to know the batch size')

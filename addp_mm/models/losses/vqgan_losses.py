@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from addp_mm.models.utils.pixels import IMAGENET_MEAN, IMAGENET_STD
 from addp_mm.registry import register_model
 from addp_mm.utils.checkpoint import (CheckpointError, check_state_dict,
                                       load_external_state_dict)
+from addp_mm.utils.pixels import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ['VQGANPatchDiscriminator', 'VQGANPerceptualLoss', 'vq_losses', 'hinge_d_loss']
 

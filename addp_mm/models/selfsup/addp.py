@@ -42,8 +42,9 @@ from mmpretrain.registry import MODELS
 from torch import Tensor, nn
 
 from addp_mm.models.utils.performance import PRESETS, configure_performance
-from addp_mm.models.utils.pixels import IMAGENET_MEAN, IMAGENET_STD, unit_rgb_preprocessor
 from addp_mm.registry import register_model
+from addp_mm.utils.pixels import IMAGENET_MEAN, IMAGENET_STD, unit_rgb_preprocessor
+from addp_mm.utils.precision import AUTO, LazyCompiled
 from . import mask_schedule  # noqa: F401  (registers ADDPMaskSampler)
 
 
@@ -222,8 +223,8 @@ class ADDP(BaseSelfSupervisor):
         self._freeze(self.tokenizer)
         self._freeze(self.token_predictor)
         #: performance: pad the decoder to :attr:`max_visible` appended slots
-        #: (fixed shapes every training step; see ``ADDPDecoder.forward(pad_to)``)
-        self.static_decoder_length = False
+        #: (fixed shapes every training step; see :meth:`pads_decoder`)
+        self.static_decoder_length: Union[bool, str] = False
         self.compile_trainable: Union[bool, dict] = False
         self._images_checked = False
         if switches:
@@ -243,12 +244,20 @@ class ADDP(BaseSelfSupervisor):
         self.__dict__['_max_visible'] = (ms, value)
         return value
 
+    def pads_decoder(self) -> bool:
+        """Whether a training step pads the decoder (``ADDPDecoder.forward(pad_to)``):
+        ``static_decoder_length`` True, or ``'auto'`` while the decoder blocks run
+        compiled (``compile_trainable``); an eager decoder runs on the real length."""
+        if self.static_decoder_length != AUTO:
+            return bool(self.static_decoder_length)
+        compiled = self.neck.__dict__.get('_compiled_blocks')
+        return compiled is not None and not compiled.failed
+
     def set_compile_trainable(self, compile_cfg: Union[bool, dict]) -> None:
         """``torch.compile`` the encoder and the decoder's block stack (or undo
         it with False). Compiled lazily (eager if compiling fails); with
         ``static_decoder_length`` every step has the same shapes, otherwise
         torch recompiles once with dynamic shapes. No state-dict change."""
-        from addp_mm.models.utils.performance import LazyCompiled
         self.compile_trainable = compile_cfg
         self.__dict__.pop('_compiled_backbone', None)
         self.neck.__dict__.pop('_compiled_blocks', None)
@@ -381,7 +390,7 @@ class ADDP(BaseSelfSupervisor):
             mask_t, mask_t_next, n_t, _ = self.mask_sampler(B, N, images.device, generator,
                                                             return_counts=True)
             num_visible = N - n_t
-            if self.static_decoder_length:
+            if self.pads_decoder():
                 pad_to = max(self.max_visible, num_visible)
         elif mask_t_next is None:
             raise ValueError('give both masks or neither')
@@ -390,7 +399,7 @@ class ADDP(BaseSelfSupervisor):
             mask_t_next = mask_t_next.to(images.device, torch.float32)
             if bool((mask_t > mask_t_next).any()):
                 raise ValueError('mask_t_next must contain every position masked by mask_t')
-            if self.static_decoder_length:
+            if self.pads_decoder():
                 pad_to = max(self.max_visible, int((mask_t < 0.5).sum(dim=1).max()) if B else 0)
 
         with torch.no_grad():

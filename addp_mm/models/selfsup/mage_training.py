@@ -44,8 +44,8 @@ from mmengine.model import BaseModel
 from mmpretrain.registry import MODELS
 from torch import Tensor, nn
 
-from addp_mm.models.utils.pixels import unit_rgb_preprocessor
 from addp_mm.registry import register_model
+from addp_mm.utils.pixels import unit_rgb_preprocessor
 from .vqgan_training import _as_batch
 
 __all__ = ['MAGEPredictorTrainer', 'sample_truncnorm_ratio', 'masked_token_loss']

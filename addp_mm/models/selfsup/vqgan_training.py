@@ -60,8 +60,8 @@ from mmpretrain.registry import MODELS
 from torch import Tensor
 
 from addp_mm.models.losses.vqgan_losses import hinge_d_loss, vq_losses
-from addp_mm.models.utils.pixels import unit_rgb_preprocessor
 from addp_mm.registry import register_model
+from addp_mm.utils.pixels import unit_rgb_preprocessor
 
 __all__ = ['VQGANTrainer']
 

@@ -63,8 +63,8 @@ from addp_mm.models.layers import Block, MlmLayer, init_linear_layernorm, set_sd
 from addp_mm.registry import register_model
 from addp_mm.utils.checkpoint import (CheckpointError, check_state_dict,
                                       load_external_state_dict)
-from addp_mm.models.utils.performance import (LazyCompiled, compile_enabled, frozen_precision,
-                                              parse_frozen_dtype, resolve_frozen_dtype)
+from addp_mm.utils.precision import (UNSET, LazyCompiled, compile_enabled, frozen_precision,
+                                     parse_frozen_dtype, resolve_frozen_dtype)
 
 __all__ = ['MAGETokenPredictor', 'convert_mage_state_dict', 'MAGE_UNUSED_KEYS',
            'MAGE_UNUSED_PREFIXES']
@@ -246,6 +246,16 @@ class MAGETokenPredictor(BaseModule):
     def set_frozen_dtype(self, frozen_dtype: Optional[str]) -> None:
         """Change ``frozen_dtype`` at run time (see the class docstring)."""
         self.frozen_dtype = parse_frozen_dtype(frozen_dtype)
+
+    def set_performance(self, frozen_dtype=UNSET, compile=UNSET, **others) -> None:
+        """Apply the switches of
+        :func:`~addp_mm.models.utils.performance.configure_performance` that
+        concern the predictor (``frozen_dtype``, ``compile``); ``UNSET`` ones
+        stay as they are, ``others`` are ignored."""
+        if frozen_dtype is not UNSET:
+            self.set_frozen_dtype(frozen_dtype)
+        if compile is not UNSET:
+            self.compile, self._compiled = compile, {}
 
     # ------------------------------------------------------------------ init
     def _random_init(self) -> None:

@@ -23,13 +23,12 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from addp_mm.models.utils.performance import (AUTO, FROZEN_DTYPES, LazyCompiled,
-                                              compile_enabled, frozen_precision, maybe_compile,
-                                              parse_frozen_dtype, resolve_frozen_dtype, swish,
-                                              swish_fused)
 from addp_mm.registry import register_model
 from addp_mm.utils.checkpoint import CheckpointError  # noqa: F401
 from addp_mm.utils.checkpoint import check_state_dict, load_external_state_dict
+from addp_mm.utils.precision import (AUTO, FROZEN_DTYPES, UNSET, LazyCompiled, compile_enabled,
+                                     frozen_precision, maybe_compile, parse_frozen_dtype,
+                                     resolve_frozen_dtype)
 from .vqgan_checkpoint import _VQGAN_CONTAINER_PREFIXES  # noqa: F401
 from .vqgan_checkpoint import VQGAN_UNUSED_PREFIXES, convert_vqgan_state_dict
 from .vqgan_modules import (VQGANDecoder, VQGANEncoder, VQGANLevel, VQGANMid, VQGANQuantize,
@@ -38,10 +37,8 @@ from .vqgan_modules import (VQGANDecoder, VQGANEncoder, VQGANLevel, VQGANMid, VQ
 __all__ = ['VQGANTokenizer', 'convert_vqgan_state_dict', 'VQGAN_UNUSED_PREFIXES', 'FROZEN_DTYPES',
            'parse_frozen_dtype', 'frozen_precision', 'maybe_compile']
 
-#: kept for compatibility: the activations and precision helpers live in
-#: :mod:`addp_mm.models.utils.performance`, the building blocks in
-#: :mod:`addp_mm.models.tokenizers.vqgan_modules`
-_swish, _swish_fused = swish, swish_fused
+#: kept for compatibility: the precision helpers live in :mod:`addp_mm.utils.precision`, the
+#: building blocks and activations in :mod:`addp_mm.models.tokenizers.vqgan_modules`
 _ResBlock, _Upsample, _Level, _Mid = VQGANResBlock, VQGANUpsample, VQGANLevel, VQGANMid
 _Encoder, _Decoder, _Quantize = VQGANEncoder, VQGANDecoder, VQGANQuantize
 
@@ -87,7 +84,7 @@ class VQGANTokenizer(BaseModule):
             under autocast; ``'bf16'`` (or ``'fp16'``) runs the convolutions
             under ``torch.autocast`` on the input's device; ``'auto'`` is bf16
             while the caller runs under autocast on hardware with native bf16
-            (:func:`~addp_mm.models.utils.performance.resolve_frozen_dtype`),
+            (:func:`~addp_mm.utils.precision.resolve_frozen_dtype`),
             else None. The nearest-code search and the returned tensors stay
             float32. Defaults to None.
         fused_act (bool): Performance switch: ``F.silu`` (in place when no
@@ -187,6 +184,26 @@ class VQGANTokenizer(BaseModule):
     def set_frozen_dtype(self, frozen_dtype: Optional[str]) -> None:
         """Change ``frozen_dtype`` at run time (see the class docstring)."""
         self.frozen_dtype = parse_frozen_dtype(frozen_dtype)
+
+    def set_performance(self, channels_last=UNSET, fused_act=UNSET, frozen_dtype=UNSET,
+                        compile=UNSET, **others) -> None:
+        """Apply the switches of
+        :func:`~addp_mm.models.utils.performance.configure_performance` that
+        concern the tokenizer; ``UNSET`` ones stay as they are, ``others``
+        (switches of other modules) are ignored."""
+        if channels_last is not UNSET:
+            self.set_channels_last(channels_last)
+        if fused_act is not UNSET:
+            self.set_fused_act(bool(fused_act))
+        if frozen_dtype is not UNSET:
+            self.set_frozen_dtype(frozen_dtype)
+        if compile is not UNSET:
+            self.compile, self._compiled = compile, {}
+
+    def performance_state(self) -> Dict[str, object]:
+        """The current values of the switches :meth:`set_performance` sets."""
+        return dict(channels_last=self.channels_last, fused_act=self.fused_act,
+                    frozen_dtype=self.frozen_dtype, compile=self.compile)
 
     def _run(self, name: str, x: Tensor) -> Tensor:
         """Run ``self.encoder`` / ``self.decoder`` with the switches applied."""

@@ -21,7 +21,8 @@ switch                      where                                            num
                             (``'auto'``: on CUDA only)
 ``static_decoder_length``   ADDP decoder padded to the longest sequence the  fp32: ~1e-6
                             mask schedule can give (masked keys), so every
-                            training step has the same shapes
+                            training step has the same shapes (``'auto'``:
+                            only while the decoder blocks run compiled)
 ``compile_trainable``       ``torch.compile`` of the ADDP encoder and the    kernel rounding
                             decoder blocks
 ``sampler_precision``       sampler: autocast over each sampling run          bf16: see tests
@@ -32,53 +33,21 @@ Presets (:data:`PRESETS`): ``plain`` turns every switch off (the fp32 eager
 path of the parity tests); ``fast`` turns on every switch that keeps fp32
 numerics; ``auto`` is ``fast`` plus the device-dependent choices (bf16 frozen
 parts under AMP on hardware with native bf16, compiled frozen parts, NCHW
-VQGAN and bf16 sampling on CUDA, channels-last on CPUs). The real-scale
+VQGAN and bf16 sampling on CUDA, channels-last on CPUs, a padded decoder
+where the decoder is compiled). The real-scale
 pretraining and generation configs use ``auto``.
 
-**bf16 on CPUs.** A CPU without native bf16 instructions (no AVX-512 BF16, no
-AMX; ``torch.backends.cpu.get_cpu_capability()`` reports ``AVX2`` or less)
-emulates bf16 and runs it several times slower than fp32. No automatic
-setting (``'auto'``, ``tools/train.py --amp``) chooses bf16 there; the
-choice and its reason are logged once. ``ADDP_BF16=1`` in the environment
-forces bf16 anyway, ``ADDP_BF16=0`` disables every automatic bf16 choice (see
-:func:`bf16_choice`).
+The bf16 decisions, the frozen-part precision and the compile helpers live
+in :mod:`addp_mm.utils.precision`.
 """
-import logging
-import os
-from contextlib import nullcontext
-from typing import Callable, ContextManager, Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Union
 
-import torch
-import torch.nn.functional as F
-from mmengine.logging import print_log
-from torch import Tensor, nn
+from torch import nn
 
-from addp_mm.models.layers import set_sdpa
+from addp_mm.models.layers import Attention, set_sdpa
+from addp_mm.utils.precision import AUTO, UNSET, Unset
 
-__all__ = [
-    'UNSET', 'AUTO', 'PRESETS', 'configure_performance', 'describe_performance', 'FROZEN_DTYPES',
-    'parse_frozen_dtype', 'resolve_frozen_dtype', 'frozen_precision', 'maybe_compile',
-    'compile_enabled', 'LazyCompiled', 'cpu_bf16_native', 'bf16_choice', 'swish', 'swish_fused',
-    'BF16_ENV'
-]
-
-
-class _Unset:
-
-    def __repr__(self) -> str:
-        return 'UNSET'
-
-
-#: Marker for "leave this switch as it is" (``None`` is a valid frozen_dtype).
-UNSET = _Unset()
-
-#: The value of a switch that is resolved at run time from the device.
-AUTO = 'auto'
-
-#: Environment variable overriding the automatic bf16 decisions: ``1`` forces
-#: bf16 where an automatic setting asks for it (also on CPUs without native
-#: bf16), ``0`` disables it everywhere.
-BF16_ENV = 'ADDP_BF16'
+__all__ = ['UNSET', 'AUTO', 'PRESETS', 'configure_performance', 'describe_performance']
 
 #: Named switch sets. ``plain`` is the straightforward fp32 eager path (every
 #: switch off); ``fast`` enables every switch that keeps fp32 numerics;
@@ -92,266 +61,29 @@ PRESETS: Dict[str, dict] = {
                  static_decoder_length=False, compile_trainable=False, sampler_precision=None),
     'auto': dict(sdpa=True, channels_last=AUTO, fused_act=True, frozen_dtype=AUTO,
                  batch_predictor_passes=True, skip_fully_masked=True, compile=AUTO,
-                 static_decoder_length=True, compile_trainable=False, sampler_precision=AUTO),
+                 static_decoder_length=AUTO, compile_trainable=False, sampler_precision=AUTO),
 }
-
-
-# ----------------------------------------------------------------- bf16 decisions
-def _cpu_capability() -> str:
-    try:
-        return str(torch.backends.cpu.get_cpu_capability())
-    except Exception:  # pragma: no cover - very old torch
-        return 'unknown'
-
-
-def _cpu_flags() -> set:
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('flags'):
-                    return set(line.split(':', 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpu_bf16_native() -> Tuple[bool, str]:
-    """Whether this CPU computes bf16 natively, and a short reason.
-
-    Native means AVX-512 BF16 or AMX instructions. ``AVX2`` (or less) as
-    torch's CPU capability means bf16 is emulated (several times slower than
-    fp32). On an AVX-512 CPU the ``avx512_bf16`` / ``amx_bf16`` feature flags
-    decide (torch's own probes when present, else ``/proc/cpuinfo``).
-    """
-    cap = _cpu_capability()
-    if not cap.upper().startswith('AVX512'):
-        return False, f'torch CPU capability {cap} (no AVX-512 BF16 / AMX: bf16 is emulated)'
-    probes = []
-    for name in ('_is_avx512_bf16_supported', '_is_amx_tile_supported'):
-        fn = getattr(torch.cpu, name, None) or getattr(getattr(torch._C, '_cpu', None), name, None)
-        if fn is not None:
-            try:
-                probes.append(bool(fn()))
-            except Exception:  # pragma: no cover
-                pass
-    if probes:
-        native = any(probes)
-    else:
-        native = bool(_cpu_flags() & {'avx512_bf16', 'amx_bf16'})
-    if native:
-        return True, f'torch CPU capability {cap} with AVX-512 BF16 / AMX'
-    return False, f'torch CPU capability {cap} without AVX-512 BF16 / AMX (bf16 is emulated)'
-
-
-_LOGGED: set = set()
-
-
-def _log_once(msg: str) -> None:
-    """Log a precision/compile fallback once per process (warning level: the
-    user asked for something faster than what runs)."""
-    if msg not in _LOGGED:
-        _LOGGED.add(msg)
-        print_log(msg, logger='current', level=logging.WARNING)
-
-
-def bf16_choice(device_type: str, what: str = 'bf16', log: bool = True) -> bool:
-    """Decide whether an *automatic* setting may use bf16 on ``device_type``.
-
-    ``ADDP_BF16=1`` forces yes and ``ADDP_BF16=0`` forces no; otherwise CUDA
-    says yes when ``torch.cuda.is_bf16_supported()``, a CPU when
-    :func:`cpu_bf16_native`, anything else no. A "no" (and a forced "yes" on a
-    CPU without native bf16) is logged once with its reason.
-
-    Args:
-        device_type (str): ``'cuda'``, ``'cpu'``, ...
-        what (str): What the decision is for, used in the log line.
-            Defaults to ``'bf16'``.
-        log (bool): Log the fallback. Defaults to True.
-
-    Returns:
-        bool: True to use bf16.
-    """
-    env = os.environ.get(BF16_ENV, '').strip().lower()
-    if env in ('0', 'false', 'no', 'off'):
-        if log:
-            _log_once(f'{what}: bf16 disabled by {BF16_ENV}={env}; using fp32')
-        return False
-    forced = env in ('1', 'true', 'yes', 'on', 'force')
-    if device_type == 'cuda':
-        ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        if not ok and log and not forced:
-            _log_once(f'{what}: this GPU has no bf16 support; using fp32 (fp16 for AMP)')
-        return ok or forced
-    if device_type == 'cpu':
-        native, why = cpu_bf16_native()
-        if native:
-            return True
-        if forced:
-            if log:
-                _log_once(f'{what}: bf16 forced by {BF16_ENV}={env} although {why}')
-            return True
-        if log:
-            _log_once(f'{what}: using fp32 instead of bf16: {why}; set {BF16_ENV}=1 to force bf16')
-        return False
-    return forced
-
-
-# --------------------------------------------------------------- frozen precision
-#: Precision names accepted by ``frozen_dtype`` (VQGAN and MAGE predictor).
-FROZEN_DTYPES: Dict[str, torch.dtype] = {
-    'fp32': torch.float32, 'float32': torch.float32,
-    'bf16': torch.bfloat16, 'bfloat16': torch.bfloat16,
-    'fp16': torch.float16, 'float16': torch.float16,
-}
-
-
-def parse_frozen_dtype(
-        frozen_dtype: Optional[Union[str, torch.dtype]]) -> Optional[Union[str, torch.dtype]]:
-    """Validate a ``frozen_dtype`` switch: None, ``'auto'``, a name of
-    :data:`FROZEN_DTYPES` or a torch float dtype (names become dtypes)."""
-    if frozen_dtype is None or isinstance(frozen_dtype, torch.dtype):
-        if frozen_dtype is not None and frozen_dtype not in FROZEN_DTYPES.values():
-            raise ValueError(f'frozen_dtype {frozen_dtype} is not supported; use one of '
-                             f'{sorted(set(FROZEN_DTYPES))}, {AUTO!r} or None')
-        return frozen_dtype
-    if frozen_dtype == AUTO:
-        return AUTO
-    if frozen_dtype not in FROZEN_DTYPES:
-        raise ValueError(f'frozen_dtype must be None (follow the caller\'s autocast), {AUTO!r} '
-                         f'(bf16 under autocast where bf16 is native) or one of '
-                         f'{sorted(FROZEN_DTYPES)}, got {frozen_dtype!r}')
-    return FROZEN_DTYPES[frozen_dtype]
-
-
-def resolve_frozen_dtype(setting: Optional[Union[str, torch.dtype]],
-                         device_type: str) -> Optional[torch.dtype]:
-    """The dtype a frozen module runs at for ``setting`` on ``device_type``.
-
-    ``'auto'`` becomes bf16 while an autocast is active on that device and
-    :func:`bf16_choice` allows bf16 there (on CUDA: the GPU supports bf16; on a
-    CPU: native bf16), else None (follow the caller: fp32 without autocast).
-    An explicit bf16 on a CPU without native bf16 falls back to fp32 with one
-    log line unless ``ADDP_BF16=1``.
-    """
-    if setting == AUTO:
-        try:
-            autocast_on = torch.is_autocast_enabled(device_type)
-        except RuntimeError:  # a device type without autocast (e.g. meta)
-            autocast_on = False
-        if autocast_on and bf16_choice(device_type, 'frozen_dtype=auto'):
-            return torch.bfloat16
-        return None
-    if setting == torch.bfloat16 and device_type == 'cpu' and \
-            not bf16_choice('cpu', "frozen_dtype='bf16'"):
-        return torch.float32
-    return setting
-
-
-def frozen_precision(dtype: Optional[torch.dtype], device_type: str) -> ContextManager:
-    """Context for running a frozen module at ``dtype``.
-
-    ``None``: no change (the caller's autocast state applies); float32:
-    autocast disabled; bf16/fp16: ``torch.autocast(device_type, dtype)``
-    (matmuls and convolutions in low precision, norms and softmax in fp32).
-    """
-    if dtype is None:
-        return nullcontext()
-    if dtype == torch.float32:
-        return torch.autocast(device_type=device_type, enabled=False)
-    return torch.autocast(device_type=device_type, dtype=dtype)
-
-
-# ------------------------------------------------------------------- compilation
-def compile_enabled(setting: Union[bool, str, dict], device_type: str) -> bool:
-    """Whether a ``compile`` switch asks for compilation on ``device_type``
-    (``'auto'``: on CUDA only)."""
-    if setting == AUTO:
-        return device_type == 'cuda'
-    return bool(setting)
-
-
-def maybe_compile(module: Callable, compile_cfg: Union[bool, str, dict]) -> Callable:
-    """``torch.compile(module, **cfg)`` (``True``/``'auto'`` = defaults) or the module."""
-    if not compile_cfg:
-        return module
-    kwargs = {} if compile_cfg in (True, AUTO) else dict(compile_cfg)
-    return torch.compile(module, **kwargs)
-
-
-class LazyCompiled:
-    """A callable compiled on its first call, falling back to eager when the
-    compilation itself fails (e.g. no C compiler / Triton on the machine).
-
-    The fallback is decided on the first call only and logged once; later
-    errors propagate. Kept in plain attributes (not a submodule), so it never
-    changes a state dict.
-
-    Args:
-        fn (Callable): The eager function or module.
-        compile_cfg (bool | str | dict): See :func:`maybe_compile`.
-        name (str): Name used in the log line.
-        defaults (dict, optional): ``torch.compile`` keyword defaults merged
-            under ``compile_cfg``. Defaults to None.
-    """
-
-    def __init__(self, fn: Callable, compile_cfg: Union[bool, str, dict], name: str,
-                 defaults: Optional[dict] = None) -> None:
-        self.fn = fn
-        self.name = name
-        cfg = dict(defaults or {})
-        if isinstance(compile_cfg, dict):
-            cfg.update(compile_cfg)
-        self.kwargs = cfg
-        self.compiled: Optional[Callable] = None
-        self.failed = False
-        self.calls = 0
-
-    def __call__(self, *args, **kwargs):
-        if self.failed:
-            return self.fn(*args, **kwargs)
-        if self.compiled is None:
-            self.compiled = torch.compile(self.fn, **self.kwargs)
-        self.calls += 1
-        if self.calls > 1:
-            return self.compiled(*args, **kwargs)
-        try:
-            return self.compiled(*args, **kwargs)
-        except Exception as err:  # first call: compilation problems
-            self.failed = True
-            _log_once(f'torch.compile of {self.name} failed ({type(err).__name__}: '
-                      f'{str(err).splitlines()[0] if str(err) else ""}); running it eagerly')
-            return self.fn(*args, **kwargs)
-
-
-# --------------------------------------------------------------------- activations
-def swish(x: Tensor) -> Tensor:
-    """``x * sigmoid(x)`` (the reference's formulation)."""
-    return x * torch.sigmoid(x)
-
-
-def swish_fused(x: Tensor) -> Tensor:
-    """``F.silu`` (one kernel, in place when no graph is recorded).
-
-    Same function as :func:`swish`; the fused kernel may differ from
-    ``x * sigmoid(x)`` in the last bit (max abs difference ~1e-6 on O(1)
-    activations).
-    """
-    return F.silu(x, inplace=not (torch.is_grad_enabled() and x.requires_grad))
 
 
 # -------------------------------------------------------------------- the switches
 def configure_performance(model: nn.Module,
-                          sdpa: Union[bool, _Unset] = UNSET,
-                          channels_last: Union[bool, str, _Unset] = UNSET,
-                          fused_act: Union[bool, _Unset] = UNSET,
-                          frozen_dtype: Union[Optional[str], _Unset] = UNSET,
-                          batch_predictor_passes: Union[bool, _Unset] = UNSET,
-                          skip_fully_masked: Union[bool, _Unset] = UNSET,
-                          compile: Union[bool, str, dict, _Unset] = UNSET,
-                          static_decoder_length: Union[bool, _Unset] = UNSET,
-                          compile_trainable: Union[bool, dict, _Unset] = UNSET,
-                          sampler_precision: Union[Optional[str], _Unset] = UNSET) -> Dict[str, object]:
+                          sdpa: Union[bool, Unset] = UNSET,
+                          channels_last: Union[bool, str, Unset] = UNSET,
+                          fused_act: Union[bool, Unset] = UNSET,
+                          frozen_dtype: Union[Optional[str], Unset] = UNSET,
+                          batch_predictor_passes: Union[bool, Unset] = UNSET,
+                          skip_fully_masked: Union[bool, Unset] = UNSET,
+                          compile: Union[bool, str, dict, Unset] = UNSET,
+                          static_decoder_length: Union[bool, str, Unset] = UNSET,
+                          compile_trainable: Union[bool, dict, Unset] = UNSET,
+                          sampler_precision: Union[Optional[str], Unset] = UNSET) -> Dict[str, object]:
     """Set performance switches on every matching submodule of ``model``.
+
+    ``sdpa`` goes to every attention layer; ``channels_last``, ``fused_act``,
+    ``frozen_dtype`` and ``compile`` to every submodule with a
+    ``set_performance(**switches)`` method (the VQGAN tokenizer and the token
+    predictor take the ones they have); the others to the submodules (and
+    their ``sampler``) that have the attribute.
 
     Args:
         model (nn.Module): An ADDP model (or any module containing VQGAN /
@@ -371,8 +103,10 @@ def configure_performance(model: nn.Module,
         compile (bool | str | dict): ``torch.compile`` for the VQGAN
             encoder/decoder and the predictor forward (dict = keyword
             arguments; ``'auto'`` = on CUDA only).
-        static_decoder_length (bool): ADDP pads its decoder sequence to the
-            longest one the mask schedule can give (fixed shapes every step).
+        static_decoder_length (bool | str): ADDP pads its decoder sequence to
+            the longest one the mask schedule can give (fixed shapes every
+            step); ``'auto'`` = only while the decoder blocks run compiled
+            (``compile_trainable``), an eager decoder runs on the real length.
         compile_trainable (bool | dict): ``torch.compile`` of the ADDP encoder
             and the decoder's block stack.
         sampler_precision (str, optional): Autocast of the generation sampler
@@ -381,33 +115,25 @@ def configure_performance(model: nn.Module,
     Returns:
         dict: The switches that were applied (name -> value), for reports.
     """
-    from addp_mm.models.target_generators import MAGETokenPredictor
-    from addp_mm.models.tokenizers import VQGANTokenizer
     applied: Dict[str, object] = {}
     if sdpa is not UNSET:
         set_sdpa(model, bool(sdpa))
         applied['sdpa'] = bool(sdpa)
+    # the frozen parts (VQGAN, token predictor) apply these through their own set_performance
+    frozen = {name: value for name, value in (('channels_last', channels_last),
+                                               ('fused_act', fused_act),
+                                               ('frozen_dtype', frozen_dtype), ('compile', compile))
+              if value is not UNSET}
     for m in model.modules():
-        if isinstance(m, VQGANTokenizer):
-            if channels_last is not UNSET:
-                m.set_channels_last(channels_last)
-            if fused_act is not UNSET:
-                m.set_fused_act(bool(fused_act))
-            if frozen_dtype is not UNSET:
-                m.set_frozen_dtype(frozen_dtype)
-            if compile is not UNSET:
-                m.compile, m._compiled = compile, {}
-        elif isinstance(m, MAGETokenPredictor):
-            if frozen_dtype is not UNSET:
-                m.set_frozen_dtype(frozen_dtype)
-            if compile is not UNSET:
-                m.compile, m._compiled = compile, {}
+        if frozen and callable(getattr(m, 'set_performance', None)):
+            m.set_performance(**frozen)
         if batch_predictor_passes is not UNSET and hasattr(m, 'batch_predictor_passes'):
             m.batch_predictor_passes = bool(batch_predictor_passes)
             applied['batch_predictor_passes'] = bool(batch_predictor_passes)
         if static_decoder_length is not UNSET and hasattr(m, 'static_decoder_length'):
-            m.static_decoder_length = bool(static_decoder_length)
-            applied['static_decoder_length'] = bool(static_decoder_length)
+            value = AUTO if static_decoder_length == AUTO else bool(static_decoder_length)
+            m.static_decoder_length = value
+            applied['static_decoder_length'] = value
         if compile_trainable is not UNSET and hasattr(m, 'set_compile_trainable'):
             m.set_compile_trainable(compile_trainable)
             applied['compile_trainable'] = compile_trainable
@@ -419,26 +145,19 @@ def configure_performance(model: nn.Module,
             if sampler_precision is not UNSET and hasattr(sampler, 'set_precision'):
                 sampler.set_precision(sampler_precision)
                 applied['sampler_precision'] = sampler_precision
-    for name, value in (('channels_last', channels_last), ('fused_act', fused_act),
-                        ('frozen_dtype', frozen_dtype), ('compile', compile)):
-        if value is not UNSET:
-            applied[name] = value
+    applied.update(frozen)
     return applied
 
 
 def describe_performance(model: nn.Module) -> Dict[str, object]:
     """The current switch values found in ``model`` (first occurrence each)."""
-    from addp_mm.models.layers import Attention
-    from addp_mm.models.tokenizers import VQGANTokenizer
     out: Dict[str, object] = {}
     for m in model.modules():
         if isinstance(m, Attention):
             out.setdefault('sdpa', m.use_sdpa)
-        elif isinstance(m, VQGANTokenizer):
-            out.setdefault('channels_last', m.channels_last)
-            out.setdefault('fused_act', m.fused_act)
-            out.setdefault('frozen_dtype', m.frozen_dtype)
-            out.setdefault('compile', m.compile)
+        elif callable(getattr(m, 'performance_state', None)):
+            for name, value in m.performance_state().items():
+                out.setdefault(name, value)
         for name in ('batch_predictor_passes', 'static_decoder_length', 'compile_trainable'):
             if hasattr(m, name):
                 out.setdefault(name, getattr(m, name))
