@@ -13,7 +13,7 @@
 # ImageNet: data/imagenet/train/<wnid>/*.JPEG, or the official meta list with
 # --cfg-options train_dataloader.dataset.ann_file=meta/train.txt
 # (configs/_base_/datasets/imagenet_bs128_addp-256px.py).
-# Run first: download vqgan_jax_strongaug.ckpt and mage-vitb-1600.pth into checkpoints/ and put ImageNet under data/imagenet/ (README: External checkpoints)
+# Run first: download vqgan_jax_strongaug.ckpt and mage-vitb-1600.pth into checkpoints/ and put ImageNet under data/imagenet/ (docs/checkpoints.md: External checkpoints)
 _base_ = [
     '../_base_/models/addp_vit-base-p16.py',
     '../_base_/datasets/imagenet_bs128_addp-256px.py',

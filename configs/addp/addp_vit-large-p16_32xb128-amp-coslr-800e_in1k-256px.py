@@ -3,7 +3,7 @@
 # 1024-wide, 24-block encoder, a 1024-wide decoder (8 blocks, 16 heads), the
 # MAGE ViT-L predictor (checkpoints/mage-vitl-1600.pth, from the MAGE README,
 # github.com/LTH14/mage), and 800 epochs.
-# Run first: download vqgan_jax_strongaug.ckpt and mage-vitl-1600.pth into checkpoints/ and put ImageNet under data/imagenet/ (README: External checkpoints)
+# Run first: download vqgan_jax_strongaug.ckpt and mage-vitl-1600.pth into checkpoints/ and put ImageNet under data/imagenet/ (docs/checkpoints.md: External checkpoints)
 _base_ = [
     '../_base_/models/addp_vit-large-p16.py',
     '../_base_/datasets/imagenet_bs128_addp-256px.py',

@@ -6,7 +6,7 @@
 # the ViTDet Mask R-CNN protocol (Li et al. 2022, `mask_rcnn_vitdet_b_100ep`),
 # which we assume produced ADDP's reported COCO AP^box 51.7 (ViT-B). It is not
 # a verified reproduction of the paper's recipe.
-# Run first: put COCO 2017 under data/coco/ and the ADDP-B release at checkpoints/addp-vit-base-16.pth (README: External checkpoints)
+# Run first: put COCO 2017 under data/coco/ and the ADDP-B release at checkpoints/addp-vit-base-16.pth (docs/checkpoints.md: External checkpoints)
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     './_base_/lsj-100e_coco-instance.py',

@@ -3,7 +3,7 @@
 #
 # ASSUMPTION: ViTDet protocol (`mask_rcnn_vitdet_l_100ep`); ADDP's own
 # detection recipe (reported AP^box 54.6 for ViT-L) was not released.
-# Run first: put COCO 2017 under data/coco/ and the ADDP-L release at checkpoints/addp-vit-large-16.pth (README: External checkpoints)
+# Run first: put COCO 2017 under data/coco/ and the ADDP-L release at checkpoints/addp-vit-large-16.pth (docs/checkpoints.md: External checkpoints)
 _base_ = ['./mask-rcnn_addp-vit-base-p16_simple-fpn_lsj-100e_coco.py']
 
 pretrained = 'checkpoints/addp-vit-large-16.pth'

@@ -11,7 +11,7 @@
 # SyncBN: the heads/neck use SyncBN for multi-GPU runs. A non-distributed run
 # (single GPU or CPU, tools/train.py without --launcher) gets plain BN
 # automatically: mmengine's Runner reverts SyncBN when it is not distributed.
-# Run first: put ADE20k under data/ade/ADEChallengeData2016 and the ADDP-B release at checkpoints/addp-vit-base-16.pth (README: External checkpoints)
+# Run first: put ADE20k under data/ade/ADEChallengeData2016 and the ADDP-B release at checkpoints/addp-vit-base-16.pth (docs/checkpoints.md: External checkpoints)
 _base_ = [
     'mmseg::_base_/models/upernet_mae.py', 'mmseg::_base_/datasets/ade20k.py',
     'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_160k.py'

@@ -2,7 +2,7 @@
 # the backbone (ADDPVisionTransformer with feature-map outputs), adding the Feature2Pyramid neck a plain ViT needs
 # (its four outputs share stride 16; UperNet wants strides 4/8/16/32) and the
 # matching head widths. Data, schedule and heads are mmseg's unchanged. For the
-# MAE/BEiT-style recipe see addp-vit-base-p16_upernet_8xb2-amp-160k_ade20k-512x512.py.
+# MAE/BEiT-style recipe see upernet_addp-vit-base-p16_8xb2-amp-160k_ade20k-512x512.py.
 # Run first: put ADE20k under data/ade/ADEChallengeData2016 (mmseg's layout); set `pretrained` to a local ADDP file, e.g. checkpoints/addp-vit-base-16.pth
 _base_ = 'mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py'
 

@@ -7,8 +7,8 @@
 # layer_decay_rate=0.95`); drop path 0.2 as there. Those configs pair it with
 # lr 2e-5 and 640 crops; we keep the 512 crop and lr 1e-4 of the ADDP/MAE-B
 # setting. ADDP's reported ViT-L mIoU 54.3 comes from an unreleased recipe.
-# Run first: put ADE20k under data/ade/ADEChallengeData2016 and the ADDP-L release at checkpoints/addp-vit-large-16.pth (README: External checkpoints)
-_base_ = ['./addp-vit-base-p16_upernet_8xb2-amp-160k_ade20k-512x512.py']
+# Run first: put ADE20k under data/ade/ADEChallengeData2016 and the ADDP-L release at checkpoints/addp-vit-large-16.pth (docs/checkpoints.md: External checkpoints)
+_base_ = ['./upernet_addp-vit-base-p16_8xb2-amp-160k_ade20k-512x512.py']
 
 pretrained = 'checkpoints/addp-vit-large-16.pth'
 

@@ -5,13 +5,13 @@
 # classes grass, gravel, brick, coin, horse). Trains on all 64 training scenes,
 # reports mIoU on the 16 validation scenes.
 #
-# It is the ViT-B recipe (configs/addp_seg/addp-vit-base-p16_upernet_8xb2-amp-160k_ade20k-512x512.py)
+# It is the ViT-B recipe (configs/addp_seg/upernet_addp-vit-base-p16_8xb2-amp-160k_ade20k-512x512.py)
 # shrunk to the demo encoder (patch 4, 64 wide, 4 blocks -> a 16x16 map, rescaled
 # x2, x1, x0.5, x0.25), 64x64 scenes, whole-image inference, fp32 and plain BN
 # (one process on a CPU). Scaling up = that config (`pretrained` = your ADDP
 # checkpoint, `data_root` = ADE20k).
 # Run first: python tools/demo.py (it writes the data under work_dirs/demo/data/ and the stage-3 encoder work_dirs/demo/addp/iter_1500.pth; --data-only writes just the data)
-_base_ = ['../addp_seg/addp-vit-base-p16_upernet_8xb2-amp-160k_ade20k-512x512.py']
+_base_ = ['../addp_seg/upernet_addp-vit-base-p16_8xb2-amp-160k_ade20k-512x512.py']
 
 # ---------------------------------------------------------------- user paths
 pretrained = 'work_dirs/demo/addp/iter_1500.pth'  # an ADDP pretraining checkpoint

@@ -1,8 +1,8 @@
 # Tiny CPU config used by the tests: a 4-block, 32-wide ADDP ViT, UperNet
 # with 16 channels, 64x64 crops, plain BN, a few iterations on a tiny
 # ADE20k-format folder (images/ + annotations/ PNGs). Not a recipe.
-# Run first: nothing writes data/tiny_ade/: the tests generate it (write_tiny_ade in tests/helpers/segmentation.py) and pass --cfg-options *.dataset.data_root=...; for a standalone run use configs/demo/addp-vit-tiny-p4_upernet_1xb8-200i_synthetic-ade-64px.py
-_base_ = ['../addp_seg/addp-vit-base-p16_upernet_8xb2-amp-160k_ade20k-512x512.py']
+# Run first: nothing writes data/tiny_ade/: the tests generate it (write_tiny_ade in tests/helpers/segmentation.py) and pass --cfg-options *.dataset.data_root=...; for a standalone run use configs/demo/upernet_addp-vit-tiny-p4_1xb8-200i_synthetic-ade-64px.py
+_base_ = ['../addp_seg/upernet_addp-vit-base-p16_8xb2-amp-160k_ade20k-512x512.py']
 
 data_root = 'data/tiny_ade/'  # tests override this with --cfg-options
 crop_size = (64, 64)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from addp_mm.testing import REPO_ROOT as ROOT
+from helpers.checkout import REPO_ROOT as ROOT
 CLS_CFG = osp.join(ROOT, 'configs', 'tests', 'vit-tiny24-p16_addp-pre_1xb4-2e_demo-64px.py')
 DET_CFG = osp.join(ROOT, 'configs', 'tests', 'mask-rcnn_addp-vit-tiny_simple-fpn_test_coco.py')
-SEG_CFG = osp.join(ROOT, 'configs', 'tests', 'addp-vit-tiny_upernet_test_ade20k-64x64.py')
+SEG_CFG = osp.join(ROOT, 'configs', 'tests', 'upernet_addp-vit-tiny_test_ade20k-64x64.py')
 
 
 @pytest.fixture(autouse=True)

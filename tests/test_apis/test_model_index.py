@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from addp_mm.testing import REPO_ROOT as ROOT
+from helpers.checkout import REPO_ROOT as ROOT
 ZOO_DIRS = ('addp', 'addp_gen', 'addp_det', 'addp_seg')
 
 
@@ -77,7 +77,7 @@ def test_metafile_results_are_the_published_numbers():
     assert metric('addp_vit-base-p16_iterdec-cosine-20step_in1k-256px') == {'FID': 8.9, 'IS': 95.3}
     assert metric('vit-large-p16_addp-pre_8xb128-coslr-50e_in1k-256px') == {'Top 1 Accuracy': 85.9}
     assert metric('mask-rcnn_addp-vit-base-p16_simple-fpn_lsj-100e_coco') == {'box AP': 51.7}
-    assert metric('addp-vit-large-p16_upernet_8xb2-amp-160k_ade20k-512x512') == {'mIoU': 54.3}
+    assert metric('upernet_addp-vit-large-p16_8xb2-amp-160k_ade20k-512x512') == {'mIoU': 54.3}
     released = {m['Weights'] for m in MODELS.values() if m.get('Weights')}
     assert released == {'addp-vit-base-16.pth', 'addp-vit-large-16.pth'}
 

@@ -37,7 +37,7 @@ def test_demo_configs_share_architectures():
         assert (bb.arch.embed_dims, bb.arch.num_layers, bb.arch.num_heads, bb.patch_size,
                 bb.img_size) == (enc.embed_dims, enc.num_layers, enc.num_heads, f, 32)
     assert cfg('vit-tiny-p4_random-init_').model.backbone.init_cfg is None
-    for name in ('mask-rcnn_', 'addp-vit-tiny-p4_upernet'):
+    for name in ('mask-rcnn_', 'upernet_addp-vit-tiny-p4'):
         bb = cfg(name).model.backbone
         assert (bb.arch.embed_dims, bb.arch.num_layers, bb.arch.num_heads,
                 bb.patch_size) == (enc.embed_dims, enc.num_layers, enc.num_heads, f)
@@ -113,7 +113,7 @@ def test_addp_checkpoint_loads_into_transfer_and_dense_backbones(chain):
     assert torch.equal(clf.backbone.layers[0].attn.qkv.weight, enc['blocks.0.attn.qkv.weight'])
     from mmdet.registry import MODELS as DET_MODELS
     from mmseg.registry import MODELS as SEG_MODELS
-    for name, registry in (('mask-rcnn_', DET_MODELS), ('addp-vit-tiny-p4_upernet', SEG_MODELS)):
+    for name, registry in (('mask-rcnn_', DET_MODELS), ('upernet_addp-vit-tiny-p4', SEG_MODELS)):
         bb_cfg = dict(cfg(name).model.backbone, pretrained=chain['addp'])
         bb = registry.build(bb_cfg)
         bb.init_weights()
@@ -122,7 +122,7 @@ def test_addp_checkpoint_loads_into_transfer_and_dense_backbones(chain):
 
 
 @pytest.mark.parametrize('name,task', [('mask-rcnn_', 'detection'),
-                                       ('addp-vit-tiny-p4_upernet', 'segmentation')])
+                                       ('upernet_addp-vit-tiny-p4', 'segmentation')])
 def test_dense_demo_configs_train_and_validate_on_every_scene(name, task, tmp_path):
     """The dense demo stages train on all generated training scenes and
     validate on all validation scenes: no subset (``indices``) or filter

@@ -9,8 +9,8 @@ from helpers.segmentation import REPO, ade_cfg_options, read_train_losses, run_t
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
-SEG_TINY = osp.join(REPO, 'configs/tests/addp-vit-tiny_upernet_test_ade20k-64x64.py')
-SEG_B = osp.join(REPO, 'configs/addp_seg/addp-vit-base-p16_upernet_8xb2-amp-160k_ade20k-512x512.py')
+SEG_TINY = osp.join(REPO, 'configs/tests/upernet_addp-vit-tiny_test_ade20k-64x64.py')
+SEG_B = osp.join(REPO, 'configs/addp_seg/upernet_addp-vit-base-p16_8xb2-amp-160k_ade20k-512x512.py')
 
 
 @pytest.fixture(scope='module')

@@ -7,7 +7,7 @@ import time
 
 import pytest
 import torch
-from addp_mm.testing import REPO_ROOT as ROOT
+from helpers.checkout import REPO_ROOT as ROOT
 
 TOOLS = osp.join(ROOT, 'tools')
 TRAIN = osp.join(TOOLS, 'train.py')
@@ -264,7 +264,7 @@ def test_test_tool_mmseg_out_folder_is_moved_into_place_after_metrics(tmp_path, 
     from mmseg.registry import MODELS
 
     from addp_mm.testing import save_runner_checkpoint
-    cfg_path = osp.join(ROOT, 'configs', 'tests', 'addp-vit-tiny_upernet_test_ade20k-64x64.py')
+    cfg_path = osp.join(ROOT, 'configs', 'tests', 'upernet_addp-vit-tiny_test_ade20k-64x64.py')
     ade = write_tiny_ade(str(tmp_path / 'ade'), n_train=1, n_val=2)
     init_default_scope('mmseg')
     model = MODELS.build(Config.fromfile(cfg_path).model)

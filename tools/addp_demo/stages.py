@@ -39,7 +39,7 @@ STAGES = {
                        'mask-rcnn_addp-vit-tiny-p4_simple-fpn_1xb4-150i_synthetic-coco-128px.py',
                        80, 10),
     'segmentation': Stage('segmentation', 'UperNet on synthetic ADE',
-                          'addp-vit-tiny-p4_upernet_1xb8-200i_synthetic-ade-64px.py', 100, 10),
+                          'upernet_addp-vit-tiny-p4_1xb8-200i_synthetic-ade-64px.py', 100, 10),
 }
 ORDER = ['tokenizer', 'predictor', 'addp', 'samples', 'transfer_addp', 'transfer_random',
          'detection', 'segmentation']

@@ -117,7 +117,7 @@ def test_segmentor_layer_decay_rule():
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
-    cfg = Config.fromfile(osp.join(REPO, 'configs/tests/addp-vit-tiny_upernet_test_ade20k-64x64.py'))
+    cfg = Config.fromfile(osp.join(REPO, 'configs/tests/upernet_addp-vit-tiny_test_ade20k-64x64.py'))
     init_default_scope('mmseg')
     model = MODELS.build(cfg.model)
     L, base, d = 4, cfg.optim_wrapper.optimizer.lr, cfg.optim_wrapper.paramwise_cfg.layer_decay_rate
