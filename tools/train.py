@@ -12,6 +12,7 @@ Examples::
 import argparse
 import os
 import os.path as osp
+import sys
 
 import _common  # noqa: F401  (sys.path + safe checkpoint loading; must come first)
 from _common import (ToolError, check_cfg_options, check_inputs_exist, check_scope,
@@ -55,6 +56,7 @@ def merge_args(cfg, args):
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0])
     from addp_mm.engine.amp import amp_optim_wrapper_cfg
+    from addp_mm.engine.resume import enable_exact_resume
     try:
         cfg.optim_wrapper = amp_optim_wrapper_cfg(cfg.optim_wrapper, cfg.get('default_scope'),
                                                   amp=args.amp)
@@ -73,9 +75,34 @@ def merge_args(cfg, args):
             raise ToolError(f'--resume checkpoint not found: {args.resume!r}')
         cfg.resume = True
         cfg.load_from = args.resume
+    enable_exact_resume(cfg)
+    if cfg.get('resume'):
+        choose_resume_checkpoint(cfg)
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     return cfg
+
+
+def choose_resume_checkpoint(cfg) -> None:
+    """``--resume auto``: the last checkpoint, or if it cannot be read the newest
+    readable one of the work dir (one warning line). A config without a seed
+    takes the checkpoint's, so the data order and the worker seeds repeat."""
+    from addp_mm.engine.resume import pick_resume_checkpoint, resume_seed
+    path, warning = cfg.get('load_from'), None
+    out_dir = ((cfg.get('default_hooks') or {}).get('checkpoint') or {}).get('out_dir')
+    with one_line_errors():
+        if path is None:
+            folders = [osp.join(out_dir, osp.basename(osp.abspath(cfg.work_dir)))] if out_dir \
+                else []
+            path, warning = pick_resume_checkpoint(cfg.work_dir, folders)
+        if path is not None and osp.isfile(path) and \
+                (cfg.get('randomness') or {}).get('seed') is None:
+            seed = resume_seed(path)
+            if seed is not None:
+                cfg.randomness = dict(cfg.get('randomness') or {}, seed=seed)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    cfg.load_from = path
 
 
 def check_start_files(cfg) -> None:

@@ -8,8 +8,11 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=100),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3),
+    # written atomically; with every process's random states, for an exact --resume
+    # (docs/checkpoints.md). tools/train.py sets both for any config.
+    checkpoint=dict(type='ADDPCheckpointHook', interval=1, max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
+    random_state=dict(type='ADDPRandomStateHook'),
 )
 env_cfg = dict(
     cudnn_benchmark=True,  # fixed input sizes: cuDNN picks the fastest VQGAN convolutions once
