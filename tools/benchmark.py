@@ -4,17 +4,19 @@
     python tools/benchmark.py compare --threads 2 --append
     python tools/benchmark.py --help            # every subcommand
 
-The benchmarks live in :mod:`addp_mm.utils.benchmark` (its docstring describes
-each subcommand); this file is the command line.
+The benchmarks live in ``tools/addp_benchmark/`` (its docstring describes
+each subcommand), above the package they measure; this file is the command
+line.
 """
 import os.path as osp
 import sys
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+for _p in (ROOT, osp.join(ROOT, 'tools')):  # addp_mm and tools/addp_benchmark
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
-from addp_mm.utils.benchmark import main  # noqa: E402
+from addp_benchmark import main  # noqa: E402
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -11,7 +11,7 @@ from typing import Dict, List, Tuple
 import torch
 
 #: The repository root (configs/, docs/ and tools/ live there).
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 #: The command line that wraps these benchmarks (memory runs start it as a subprocess).
 TOOL = osp.join(ROOT, 'tools', 'benchmark.py')
 DEFAULT_OUT = osp.join(ROOT, 'docs', 'benchmarks.md')
