@@ -12,6 +12,9 @@ imports them as ``from helpers.detection import write_tiny_coco``:
 - ``detection`` / ``segmentation``: tiny COCO / ADE20k datasets from real
   photos, encoder checkpoints, ``tools/train.py`` / ``tools/test.py`` runners.
 
-Paths inside the repository come from :mod:`addp_mm.testing` (``REPO_ROOT``,
-``TEST_DATA``), never from a test file's own location.
+- ``checkout``: the paths of the source checkout (``REPO_ROOT``, ``TEST_DATA``,
+  ``TOOLS``, ``tools_on_path``) and ``run_tool``.
+
+Paths inside the repository come from ``helpers.checkout``, never from a test
+file's own location.
 """

@@ -7,7 +7,7 @@ from typing import Dict, Tuple
 
 import torch
 
-from addp_mm.testing import REPO_ROOT as ROOT
+from helpers.checkout import REPO_ROOT as ROOT
 FIXTURE = osp.join(ROOT, 'tests', 'data', 'addp_official_tiny_v1.pt')
 KEYS_DIR = osp.join(ROOT, 'tests', 'data', 'checkpoint_keys')
 TINY_CFG = osp.join(ROOT, 'configs', 'tests', 'addp_vit-tiny-p8_1xb8-300i_embedded-64px.py')

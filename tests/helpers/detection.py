@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from addp_mm.testing import REPO_ROOT as REPO
+from helpers.checkout import REPO_ROOT as REPO
 # On a machine with few cores, more than one intra-op thread per process makes
 # small convolutions ~100x slower (spinning OpenMP threads); tools run with 1.
 _TOOL_ENV = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')

@@ -6,7 +6,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 import torch
 
-from addp_mm.testing import REPO_ROOT as ROOT
+from helpers.checkout import REPO_ROOT as ROOT
 DATA = osp.join(ROOT, 'tests', 'data')
 FIXTURE = osp.join(DATA, 'addp_official_tiny_v1.pt')
 KEYS_DIR = osp.join(DATA, 'checkpoint_keys')

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from addp_mm.testing import REPO_ROOT as ROOT
+from helpers.checkout import REPO_ROOT as ROOT
 
 TRAIN = osp.join(ROOT, 'tools', 'train.py')
 CONFIGS = sorted(p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)

@@ -4,7 +4,7 @@ import os.path as osp
 
 import pytest
 import torch
-from addp_mm.testing import REPO_ROOT as ROOT
+from helpers.checkout import REPO_ROOT as ROOT
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.addp import ROOT, TINY_CFG, make_tiny_frozen_checkpoints
-from addp_mm.testing import run_tool
+from helpers.checkout import run_tool
 from mmengine.config import Config
 from PIL import Image
 

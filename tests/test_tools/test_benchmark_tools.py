@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from addp_mm.testing import REPO_ROOT, run_tool
+from helpers.checkout import REPO_ROOT, run_tool
 
 pytestmark = pytest.mark.e2e
 

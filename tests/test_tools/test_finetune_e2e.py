@@ -13,9 +13,9 @@ import re
 import numpy as np
 import pytest
 import torch
-from addp_mm.testing import REPO_ROOT as ROOT
-from addp_mm.testing import TEST_DATA as DATA
-from addp_mm.testing import run_tool
+from helpers.checkout import REPO_ROOT as ROOT
+from helpers.checkout import TEST_DATA as DATA
+from helpers.checkout import run_tool
 from PIL import Image
 
 pytestmark = pytest.mark.e2e

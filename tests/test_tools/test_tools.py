@@ -9,8 +9,8 @@ import sys
 
 import pytest
 import torch
-from addp_mm.testing import REPO_ROOT as ROOT
-from addp_mm.testing import run_tool
+from helpers.checkout import REPO_ROOT as ROOT
+from helpers.checkout import run_tool
 
 CFG = osp.join(ROOT, 'configs', 'tests', 'vit-tiny-p8_1xb16-20i_embedded-32px.py')
 TRAIN = osp.join(ROOT, 'tools', 'train.py')

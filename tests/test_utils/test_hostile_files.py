@@ -16,7 +16,7 @@ import zipfile
 
 import pytest
 import torch
-from addp_mm.testing import REPO_ROOT as ROOT
+from helpers.checkout import REPO_ROOT as ROOT
 
 TOOLS = osp.join(ROOT, 'tools')
 CONVERTERS = osp.join(TOOLS, 'model_converters')

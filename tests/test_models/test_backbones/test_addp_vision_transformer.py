@@ -9,7 +9,7 @@ import os.path as osp
 import pytest
 import torch
 import torch.nn.functional as F
-from addp_mm.testing import TEST_DATA as DATA
+from helpers.checkout import TEST_DATA as DATA
 
 from addp_mm.models.backbones import ADDPVisionTransformer
 from addp_mm.models.layers.transformer import Block
