@@ -198,6 +198,13 @@ class ADDPRandomStateHook(Hook):
                 runner.logger.warning(
                     f'resuming with {key}={value} where the checkpoint was written with '
                     f'{key}={saved[key]}: the run goes on, but not bit for bit as it would have')
+        if now['num_workers'] and getattr(loader, 'persistent_workers', False) and \
+                not hasattr(runner.train_loop, 'dataloader_iterator'):
+            runner.logger.warning(
+                'epoch-based loop with persistent dataloader workers: their random states carry '
+                'over from epoch to epoch and start afresh after a resume, so the data '
+                'augmentation differs from the uninterrupted run (persistent_workers=False '
+                'resumes exactly)')
 
     def before_train(self, runner) -> None:
         if self._pending is None:

@@ -19,6 +19,9 @@ Two nested token masks are drawn per iteration:
 
 All randomness goes through torch (optionally an explicit ``torch.Generator``),
 so ``torch.manual_seed`` / mmengine's ``randomness.seed`` make it reproducible.
+In training the masks come from torch's global generator, whose state
+:class:`~addp_mm.engine.hooks.ADDPRandomStateHook` saves with each checkpoint,
+so ``--resume`` draws the masks the uninterrupted run would have drawn.
 The reference uses Python's ``random.randint`` for the offset and re-draws the
 noise on exact ties; here the cut-off is taken by rank (``argsort``), which
 gives the same distribution and always the exact count.
