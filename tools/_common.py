@@ -21,7 +21,8 @@ if _ROOT not in sys.path:
 from mmengine.config import Config, ConfigDict  # noqa: E402
 
 from addp_mm.utils.checkpoint import (CheckpointError, install_mmengine_loader,  # noqa: E402
-                                      safe_torch_load)
+                                      load_remote, read_checkpoint, safe_torch_load)
+from addp_mm.utils.downloads import fetch, is_remote  # noqa: E402
 from addp_mm.utils.outputs import OutputError, check_output_dir  # noqa: E402
 
 install_mmengine_loader()
@@ -54,7 +55,8 @@ def check_work_dir(path: str) -> None:
 
 
 def read_runner_checkpoint(path: str, what: str) -> dict:
-    """Read (memory-mapped) and check a checkpoint written by ``tools/train.py``.
+    """Read (memory-mapped; a URL is downloaded first) and check a checkpoint
+    written by ``tools/train.py``.
 
     Raises:
         ToolError: One line if the file is missing, refused, corrupt or not a
@@ -62,7 +64,7 @@ def read_runner_checkpoint(path: str, what: str) -> dict:
             ``state_dict``).
     """
     with one_line_errors():
-        ckpt = safe_torch_load(path, mmap=True)
+        ckpt = read_checkpoint(path, mmap=True)
     meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or 'iter' not in meta or 'epoch' not in meta \
             or 'state_dict' not in ckpt:
@@ -72,6 +74,23 @@ def read_runner_checkpoint(path: str, what: str) -> dict:
             f"'meta' with epoch/iter and 'state_dict'; it holds {keys}). To start from its "
             f'weights instead, use --cfg-options load_from={path}')
     return ckpt
+
+
+def local_checkpoint(name: str) -> str:
+    """The local file of a checkpoint given on the command line.
+
+    A remote name (``https://``, ``open-mmlab://`` ...) is downloaded into
+    mmengine's cache and read once by the safe loader (a refused download is
+    deleted again); its cached path is returned. A local path is returned as is.
+
+    Raises:
+        ToolError: One line if the download fails or the file is refused.
+    """
+    if not is_remote(name):
+        return name
+    with one_line_errors():
+        load_remote(name, mmap=True)
+        return fetch(name)[0]
 
 
 #: Header line of a config that cannot run as written: ``# Run first: <what>``.

@@ -3,7 +3,7 @@
 A config (``configs/addp_gen/*.py`` or any ADDP pretraining config) and a
 checkpoint (ours from ``tools/train.py``, or an official release converted with
 ``tools/model_converters/addp_to_mm.py``) in; PNGs, a grid and optionally
-per-step strips out. No dataset is needed and nothing is downloaded. This is a
+per-step strips out. No dataset is needed (a checkpoint URL is downloaded). This is a
 command line over ``addp_mm.apis.ADDPGenerator`` (same images for the same seed).
 
 Examples::

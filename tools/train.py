@@ -17,7 +17,8 @@ import sys
 import _common  # noqa: F401  (sys.path + safe checkpoint loading; must come first)
 from _common import (ToolError, check_cfg_options, check_inputs_exist, check_scope,
                      check_work_dir, load_config, missing_hint, one_line_errors,
-                     read_runner_checkpoint, safe_torch_load, setup_cpu_distributed)
+                     is_remote, local_checkpoint, read_checkpoint, read_runner_checkpoint,
+                     setup_cpu_distributed)
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 
@@ -46,7 +47,19 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def check_option_pairs(args) -> None:
+    """Refuse ``--cfg-options`` entries that another argument would override."""
+    options = args.cfg_options or {}
+    if args.resume is not None and options.get('load_from'):
+        raise ToolError('--resume restores the weights with the optimizer and schedule from its '
+                        'checkpoint, so load_from would be ignored: drop one of them')
+    if 'work_dir' in options and args.work_dir is not None:
+        raise ToolError('the work dir is given twice (--work-dir and --cfg-options work_dir=): '
+                        'keep --work-dir')
+
+
 def merge_args(cfg, args):
+    check_option_pairs(args)
     if args.cfg_options:
         check_cfg_options(cfg, args.cfg_options)
         cfg.merge_from_dict(args.cfg_options)
@@ -71,6 +84,7 @@ def merge_args(cfg, args):
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
+        args.resume = local_checkpoint(args.resume)  # a URL: downloaded and checked now
         if not osp.isfile(args.resume):
             raise ToolError(f'--resume checkpoint not found: {args.resume!r}')
         cfg.resume = True
@@ -110,7 +124,9 @@ def check_start_files(cfg) -> None:
 
     ``--resume`` (explicit, or the latest checkpoint of the work dir) must be
     a Runner checkpoint; ``load_from`` must be readable. Both are only
-    memory-mapped here; the Runner reads them through the same safe loader.
+    memory-mapped here; the Runner reads them through the same safe loader
+    and refuses, before the first iteration, one whose keys or shapes do not
+    fit the model (``addp_mm.engine.strict_loading``).
     """
     if cfg.get('resume'):
         path = cfg.get('load_from')
@@ -121,10 +137,10 @@ def check_start_files(cfg) -> None:
             read_runner_checkpoint(path, '--resume checkpoint')
     elif cfg.get('load_from'):
         path = cfg.load_from
-        if not osp.isfile(path):
+        if not is_remote(path) and not osp.isfile(path):
             raise ToolError(f'load_from checkpoint not found: {path!r}')
-        with one_line_errors():
-            safe_torch_load(path, mmap=True)
+        with one_line_errors():  # a URL is downloaded now (the Runner reads the cached file)
+            read_checkpoint(path, mmap=True)
 
 
 def check_trainable(cfg, config_path: str) -> None:

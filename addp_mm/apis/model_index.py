@@ -14,8 +14,9 @@ modules from mmpretrain's scope); for a pretraining config it also wants the
 frozen parts' own files, which a full ADDP checkpoint makes redundant.
 :func:`get_model` here needs neither: it builds each config in its own scope,
 without the frozen parts' files, and reads the checkpoint with ``weights_only``
-and strict key checks. Nothing is downloaded: the ``Weights`` of a metafile
-name the release file; a local path is what loads.
+and strict key checks. ``pretrained=True`` downloads nothing: the ``Weights``
+of a metafile name the official release file, which needs converting first; a
+local path or a URL of a converted file is what loads.
 """
 import copy
 import os.path as osp
@@ -68,8 +69,12 @@ def list_addp_models(pattern: Optional[str] = None) -> List[str]:
 
 
 def get_model_config(name: str) -> Config:
-    """The config of a registered model name."""
+    """The config of a registered model name, or of a config file path."""
     from mmpretrain.apis.model import ModelHub
+    if name.endswith('.py') or osp.isfile(name):
+        if not osp.isfile(name):
+            raise ValueError(f'config file not found: {name!r}')
+        return Config.fromfile(name)
     register_addp_model_index()
     if not ModelHub.has(name.lower()):
         import difflib
@@ -145,12 +150,16 @@ def init_model(config: Union[str, Config],
 
 def get_model(name: str, pretrained: Optional[str] = None,
               device: Union[None, str, torch.device] = None, **kwargs) -> torch.nn.Module:
-    """Build a registered ADDP model by name, in its own codebase.
+    """Build a registered ADDP model (by name or config path), in its own codebase.
 
     Like ``mmpretrain.get_model``, but for detection and segmentation configs
-    too; ``pretrained`` must be a local path (or None for random weights).
+    too. ``pretrained`` is a whole-model checkpoint: a local ``.pth`` or
+    ``.safetensors`` file or a URL (downloaded as mmengine does, read with
+    ``weights_only``), loaded strictly; None keeps random weights.
     """
     if pretrained is True:
-        raise ValueError('nothing is downloaded: pass the local path of the checkpoint as '
-                         '`pretrained` (the metafile names the release file)')
+        raise ValueError('pretrained=True: nothing is downloaded for it, because the metafile '
+                         'names an official release file that needs converting first '
+                         '(tools/model_converters/addp_to_mm.py); pass the path or URL of the '
+                         'converted checkpoint as `pretrained`')
     return init_model(get_model_config(name), pretrained or None, device, **kwargs)

@@ -1,32 +1,44 @@
 """The one way addp_mm reads checkpoint files.
 
-Policy: every file is read with ``torch.load(..., weights_only=True)``.
-Besides tensors and plain containers, torch's restricted unpickler admits only
-the few types an mmengine Runner checkpoint (``iter_N.pth``, ``epoch_N.pth``)
-really holds, registered through :func:`torch.serialization.safe_globals`:
-mmengine's ``HistoryBuffer`` (the message hub's logged scalars) and the numpy
-array, scalar and dtype types their values are stored as (see
-:func:`runner_safe_globals`). There is no fallback to a permissive unpickler,
-so loading a file never runs code from it. A refused file gives a one-line
-:class:`CheckpointError` naming the file and the first global it would need.
+Policy: every file is read with ``torch.load(..., weights_only=True)``, or,
+for a ``.safetensors`` file, with ``safetensors.torch.load_file`` (tensors
+only, no unpickling at all). Besides tensors and plain containers, torch's
+restricted unpickler admits only the few types an mmengine Runner checkpoint
+(``iter_N.pth``, ``epoch_N.pth``) really holds, registered through
+:func:`torch.serialization.safe_globals`: mmengine's ``HistoryBuffer`` (the
+message hub's logged scalars) and the numpy array, scalar and dtype types their
+values are stored as (see :func:`runner_safe_globals`). There is no fallback to
+a permissive unpickler, so loading a file never runs code from it. A refused
+file gives a one-line :class:`CheckpointError` naming the file and the first
+global it would need; a file that is not a checkpoint at all (random bytes, a
+truncated archive) is called that.
 
-:func:`install_mmengine_loader` routes mmengine's own reads (``load_from``,
-``--resume``, ``init_cfg=dict(type='Pretrained')``, ``load_checkpoint``)
-through the same function; importing ``addp_mm`` installs it.
+Remote names (``https://``, ``open-mmlab://``, ``torchvision://`` ...) are
+downloaded as mmengine downloads them and then read by the same function
+(:mod:`addp_mm.utils.downloads`). :func:`install_mmengine_loader` routes
+mmengine's own reads (``load_from``, ``--resume``,
+``init_cfg=dict(type='Pretrained')``, ``load_checkpoint``) through it;
+importing ``addp_mm`` installs it.
 """
-import io
+import contextlib
+import os
 import os.path as osp
 import pickle
-import pickletools
 import zipfile
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 import torch
 from torch import Tensor
 
+from .errors import CheckpointError
+from .pickle_scan import first_disallowed_global, is_malformed_pickle
 
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, unreadable, refused or does not fit the model."""
+__all__ = ['CheckpointError', 'runner_safe_globals', 'first_disallowed_global', 'is_safetensors',
+           'safe_torch_load', 'project_checkpoint_kind', 'read_checkpoint', 'load_remote',
+           'load_external_state_dict', 'install_mmengine_loader', 'strip_prefix',
+           'state_dict_problems', 'check_state_dict', 'load_state_dict_strict']
+
+
 
 
 _SAFE_GLOBALS: Optional[list] = None
@@ -89,99 +101,59 @@ def runner_safe_globals() -> list:
     return list(_SAFE_GLOBALS)
 
 
-def _allowed_global_names() -> set:
-    """``module.name`` of every global ``weights_only`` admits right now."""
-    from torch import _weights_only_unpickler as wo
-    names = set(wo._get_allowed_globals())
-    names.update(wo._get_user_allowed_globals())
-    return names
-
-
-_STRING_OPS = {'SHORT_BINUNICODE', 'BINUNICODE', 'BINUNICODE8', 'UNICODE', 'SHORT_BINSTRING',
-               'BINSTRING', 'STRING'}
-
-
-def _pickles_in(path: str) -> Iterator[bytes]:
-    """The pickle streams of a torch file (zip ``data.pkl`` or a legacy file)."""
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            for name in zf.namelist():
-                if name.endswith('.pkl'):
-                    yield zf.read(name)
-    else:
-        with open(path, 'rb') as f:
-            yield f.read(64 << 20)  # legacy files: the pickles come before the raw storages
-
-
-def _globals_in_stream(data: bytes, max_pickles: int = 5) -> Iterator[str]:
-    """Disassemble (never execute) consecutive pickles and yield their globals."""
-    buf = io.BytesIO(data)
-    for _ in range(max_pickles):
-        memo: Dict[Any, Any] = {}
-        pushed: List[Any] = []  # what recent opcodes pushed, strings kept
-        try:
-            for op, arg, _pos in pickletools.genops(buf):
-                name = op.name
-                if name == 'GLOBAL':
-                    module, _, attr = str(arg).partition(' ')
-                    yield f'{module}.{attr}'
-                    pushed.append(None)
-                elif name == 'STACK_GLOBAL':
-                    mod, attr = (pushed[-2:] if len(pushed) >= 2 else [None, None])
-                    yield f'{mod}.{attr}' if isinstance(mod, str) and isinstance(attr, str) \
-                        else '<a global built at load time>'
-                    pushed.append(None)
-                elif name in _STRING_OPS:
-                    pushed.append(arg)
-                elif name in ('PUT', 'BINPUT', 'LONG_BINPUT'):
-                    memo[arg] = pushed[-1] if pushed else None
-                elif name == 'MEMOIZE':
-                    memo[len(memo)] = pushed[-1] if pushed else None
-                elif name in ('GET', 'BINGET', 'LONG_BINGET'):
-                    pushed.append(memo.get(arg))
-                elif op.stack_after:
-                    pushed.append(None)
-        except Exception:  # not (or no more) pickle data
-            return
-        if buf.tell() >= len(data):
-            return
-
-
-def first_disallowed_global(path: str) -> Optional[str]:
-    """Name the first global of ``path`` that ``weights_only`` loading refuses.
-
-    The file is only disassembled (``pickletools``), never unpickled.
-
-    Args:
-        path (str): A torch file (zip or legacy format) or a plain pickle.
-
-    Returns:
-        str | None: ``module.name`` of the first refused global, or None if
-        every global is allowed (or the file is not a pickle at all).
-    """
-    from torch import _weights_only_unpickler as wo
-    allowed = _allowed_global_names()
-    blocked = set(wo._blocklisted_modules)
-    try:
-        for data in _pickles_in(path):
-            for full in _globals_in_stream(data):
-                if full.split('.', 1)[0] in blocked or full not in allowed:
-                    return full
-    except (OSError, zipfile.BadZipFile, RuntimeError):
-        return None
-    return None
-
-
-def _first_line(err: BaseException) -> str:
+def _first_line(err: BaseException, limit: int = 160) -> str:
+    """The informative first line of an error (torch's unpickler reason if any)."""
     text = str(err).strip()
-    for line in text.splitlines():
-        if 'WeightsUnpickler error:' in line:
-            return line.split('WeightsUnpickler error:', 1)[1].strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    if 'WeightsUnpickler error:' in text:
+        text = text.split('WeightsUnpickler error:', 1)[1].strip()
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(err).__name__)
+    return line if len(line) <= limit else line[:limit].rsplit(' ', 1)[0] + ' ...'
+
+
+def is_safetensors(path: str) -> bool:
+    """Whether ``path`` is (named or laid out as) a ``.safetensors`` file.
+
+    A safetensors file starts with the little-endian length of its JSON
+    header, then ``{``; a torch file starts with ``PK`` (zip) or a pickle
+    protocol byte, so the two cannot be confused.
+    """
+    if str(path).endswith('.safetensors'):
+        return True
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(9)
+        size = osp.getsize(path)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b'{' and 2 <= int.from_bytes(head[:8], 'little') <= size - 8
+
+
+def _safetensors_load(path: str, map_location: Any) -> Dict[str, Tensor]:
+    from safetensors.torch import load_file
+    device = map_location if isinstance(map_location, (str, torch.device)) else 'cpu'
+    try:
+        return load_file(path, device=str(device))
+    except Exception as err:  # SafetensorError, OSError, ValueError, ...: all unreadable
+        raise CheckpointError(
+            f'cannot read checkpoint {path!r}: not a checkpoint: unreadable safetensors file '
+            f'({type(err).__name__}: {_first_line(err)}). It is truncated or corrupt; '
+            're-download or re-create it.') from None
+
+
+def _unreadable(path: str, err: BaseException) -> CheckpointError:
+    detail = f': {_first_line(err)}' if str(err).strip() else ''
+    kind = 'zip' if zipfile.is_zipfile(path) else 'pickle/zip'
+    return CheckpointError(
+        f'cannot read checkpoint {path!r}: not a checkpoint: unreadable {kind} '
+        f'({type(err).__name__}{detail}). The file is truncated, corrupt or not a torch '
+        'checkpoint (re-download or re-create it).')
 
 
 def safe_torch_load(path: str, map_location: Any = 'cpu', mmap: bool = False) -> Any:
     """``torch.load(path, weights_only=True)`` with Runner-checkpoint types allowed.
+
+    A ``.safetensors`` file (see :func:`is_safetensors`) is read with
+    ``safetensors.torch.load_file`` and gives its flat state dict.
 
     Args:
         path (str): Local file.
@@ -195,10 +167,12 @@ def safe_torch_load(path: str, map_location: Any = 'cpu', mmap: bool = False) ->
 
     Raises:
         CheckpointError: One line naming the file: not found, refused (with
-            the first disallowed global) or unreadable/corrupt.
+            the first disallowed global) or not a checkpoint (unreadable).
     """
     if not path or not osp.isfile(path):
         raise CheckpointError(f'checkpoint file not found: {path!r}')
+    if is_safetensors(path):
+        return _safetensors_load(path, map_location)
     kwargs = dict(map_location=map_location, weights_only=True)
     if mmap and zipfile.is_zipfile(path):
         kwargs['mmap'] = True
@@ -207,27 +181,81 @@ def safe_torch_load(path: str, map_location: Any = 'cpu', mmap: bool = False) ->
             return torch.load(path, **kwargs)
         except pickle.UnpicklingError as err:
             bad = first_disallowed_global(path)
+            if bad is None and is_malformed_pickle(path):
+                raise _unreadable(path, err) from None
             what = (f'the global {bad}' if bad else f'more than tensors ({_first_line(err)})')
             raise CheckpointError(
                 f'refusing to load {path!r}: it needs {what}, which torch.load(weights_only=True) '
                 'does not allow. Only tensors, containers, numpy values and mmengine Runner state '
                 'are read; loading a file never runs its code.') from None
-        except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError,
-                zipfile.BadZipFile, UnicodeDecodeError) as err:
-            detail = f': {_first_line(err)}' if str(err).strip() else ''
-            raise CheckpointError(
-                f'cannot read checkpoint {path!r} ({type(err).__name__}{detail}). '
-                'The file is truncated, corrupt or not a torch checkpoint (re-download or '
-                're-create it).') from None
+        except Exception as err:  # noqa: B902 - torch raises many types on corrupt input
+            raise _unreadable(path, err) from None
 
 
-def _is_converted(obj: Any) -> Optional[str]:
-    """The converter that wrote ``obj`` (an addp_mm-converted file), if any."""
-    if isinstance(obj, Mapping) and isinstance(obj.get('meta'), Mapping):
-        conv = obj['meta'].get('converter')
-        if isinstance(conv, str):
-            return conv
+def project_checkpoint_kind(obj: Any) -> Optional[str]:
+    """What wrote ``obj`` if this project did: a converter or ``tools/train.py``.
+
+    Returns:
+        str | None: ``'written by <converter>'`` for a converted file,
+        ``'a Runner checkpoint written by tools/train.py'`` for a training
+        checkpoint (``meta`` with ``epoch``/``iter`` and a ``state_dict``),
+        else None.
+    """
+    if not isinstance(obj, Mapping) or not isinstance(obj.get('meta'), Mapping):
+        return None
+    meta = obj['meta']
+    if isinstance(meta.get('converter'), str):
+        return f'already converted, written by {meta["converter"]}'
+    if 'iter' in meta and 'epoch' in meta and isinstance(obj.get('state_dict'), Mapping):
+        return 'a Runner checkpoint written by tools/train.py'
     return None
+
+
+def read_checkpoint(name: str, map_location: Any = 'cpu', mmap: bool = False) -> Any:
+    """Read a local file or a remote name (downloaded first) through :func:`safe_torch_load`.
+
+    Raises:
+        CheckpointError: One line: not found, not downloadable, refused or
+            unreadable.
+    """
+    from .downloads import is_remote
+    if is_remote(name):
+        return load_remote(name, map_location=map_location, mmap=mmap)
+    if not name or not osp.isfile(osp.expanduser(name)):
+        raise CheckpointError(
+            f'checkpoint file not found: {name!r}. Give the path of an existing file '
+            '(.pth or .safetensors) or a URL (https://, open-mmlab://, ...) to download.')
+    return safe_torch_load(osp.expanduser(name), map_location=map_location, mmap=mmap)
+
+
+def load_remote(name: str, map_location: Any = 'cpu', mmap: bool = False) -> Any:
+    """Fetch a remote name (:func:`addp_mm.utils.downloads.fetch`) and read it
+    with :func:`safe_torch_load`, like a local file.
+
+    A file fetched by this call that is refused or unreadable is deleted again,
+    so nothing hostile or broken stays in the cache.
+
+    Raises:
+        CheckpointError: One line naming the remote name.
+    """
+    import shutil
+
+    from .downloads import fetch
+    path, fresh, temporary = fetch(name)
+    try:
+        obj = safe_torch_load(path, map_location=map_location, mmap=mmap and not temporary)
+    except CheckpointError as err:
+        if fresh and not temporary:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        raise CheckpointError(f'{name!r} (fetched to {path!r}): {err}') from None
+    finally:
+        if temporary:  # a folder of its own (mkdtemp)
+            shutil.rmtree(osp.dirname(path), ignore_errors=True)
+    if name.lower().startswith('mmcls://'):
+        from mmengine.runner.checkpoint import _process_mmcls_checkpoint
+        obj = _process_mmcls_checkpoint(obj)
+    return obj
 
 
 def load_external_state_dict(path: str,
@@ -237,15 +265,17 @@ def load_external_state_dict(path: str,
     """Read a checkpoint safely and return its flat state dict.
 
     Args:
-        path (str): Path of the file given by the user.
+        path (str): Path of the file given by the user (``.pth`` or
+            ``.safetensors``), or a remote name, downloaded first (see
+            :mod:`addp_mm.utils.downloads`).
         keys (Iterable[str]): Container keys to unwrap, tried in order
             (e.g. ``{'model': ...}`` for MAGE/ADDP releases, ``{'state_dict': ...}``
             for taming/mmengine files). A file whose tensors are top level is
             returned as is. Defaults to ``('model', 'state_dict')``.
         map_location (str): Passed to ``torch.load``. Defaults to ``'cpu'``.
-        reject_converted (bool): Refuse a file written by one of
-            ``tools/model_converters`` (what a converter must not be given
-            twice). Defaults to False.
+        reject_converted (bool): Refuse a file this project wrote (a
+            converter's output or a ``tools/train.py`` checkpoint): what a
+            converter must not be given. Defaults to False.
 
     Returns:
         dict[str, Tensor]: The state dict.
@@ -253,23 +283,14 @@ def load_external_state_dict(path: str,
     Raises:
         CheckpointError: If the file does not exist, is refused by
             :func:`safe_torch_load`, is unreadable, holds no tensors or (with
-            ``reject_converted``) is already converted.
+            ``reject_converted``) is already an addp_mm checkpoint.
     """
-    if isinstance(path, str) and '://' in path:
+    obj = read_checkpoint(path, map_location=map_location)
+    kind = project_checkpoint_kind(obj)
+    if reject_converted and kind:
         raise CheckpointError(
-            f'{path!r} is a remote name, not a local file (nothing is downloaded at run time). '
-            "If it comes from a base config (e.g. mmseg's model.pretrained for a ResNet), set "
-            'it to None; otherwise give the local path of the file.')
-    if not path or not osp.isfile(path):
-        raise CheckpointError(
-            f'checkpoint file not found: {path!r}. Pass the local path of an existing file '
-            '(nothing is downloaded at run time).')
-    obj = safe_torch_load(path, map_location=map_location)
-    converter = _is_converted(obj)
-    if reject_converted and converter:
-        raise CheckpointError(
-            f'{path!r} is already converted (written by {converter}); use it as it is, '
-            'no conversion is needed.')
+            f'{path!r} is already an addp_mm checkpoint ({kind}); use it as it is (load_from, '
+            'tools/test.py, tools/sample.py), no conversion is needed.')
     keys = list(keys)
     if isinstance(obj, Mapping):
         for key in keys:
@@ -284,16 +305,19 @@ def load_external_state_dict(path: str,
 
 def load_from_safe_local(filename: str, map_location: Any = None) -> Any:
     """mmengine ``CheckpointLoader`` scheme for local files (logged as ``safe_local``)."""
-    filename = osp.expanduser(filename)
-    return safe_torch_load(filename, map_location=map_location)
+    return read_checkpoint(filename, map_location=map_location)
 
 
-def load_from_remote_refused(filename: str, map_location: Any = None, *args, **kwargs) -> Any:
-    """mmengine ``CheckpointLoader`` scheme for URLs: refused (nothing is downloaded)."""
+def load_from_safe_remote(filename: str, map_location: Any = None, *args, **kwargs) -> Any:
+    """mmengine ``CheckpointLoader`` scheme for remote names (logged as ``safe_remote``)."""
+    return load_remote(filename, map_location=map_location)
+
+
+def load_from_unknown_scheme(filename: str, map_location: Any = None, *args, **kwargs) -> Any:
+    """mmengine ``CheckpointLoader`` scheme without a safe reader: refused in one line."""
     raise CheckpointError(
-        f'{filename!r} is a remote checkpoint: addp_mm never downloads at run time and reads '
-        'only local files with torch.load(weights_only=True). Download it yourself and give '
-        'its local path, or set the option to None.')
+        f'{filename!r}: addp_mm has no safe reader for this scheme (its loader would unpickle '
+        'without restriction); download the file and give its local path.')
 
 
 def install_mmengine_loader() -> None:
@@ -303,15 +327,20 @@ def install_mmengine_loader() -> None:
     (``load_from``), ``Runner.resume`` and ``load_checkpoint``
     (``init_cfg=dict(type='Pretrained')``). Its local-file scheme is replaced
     by the safe loader; its remote schemes (``http://``, ``open-mmlab://``,
-    ``torchvision://`` ...), which would download and unpickle without
-    restriction, are replaced by a clear refusal. Idempotent.
+    ``torchvision://`` ...) by one that downloads as mmengine does and reads
+    the file with the same safe loader
+    (:func:`load_from_safe_remote`). A scheme another
+    package registered, for which there is no safe reader, is refused with
+    one line. Idempotent.
     """
     from mmengine.runner.checkpoint import CheckpointLoader
-    for prefix in list(CheckpointLoader._schemes):
-        loader = load_from_safe_local if prefix == '' else load_from_remote_refused
+
+    from .downloads import REMOTE_SCHEMES
+    prefixes = set(CheckpointLoader._schemes) | set(REMOTE_SCHEMES) | {''}
+    for prefix in prefixes:
+        loader = load_from_safe_local if prefix == '' else (
+            load_from_safe_remote if prefix in REMOTE_SCHEMES else load_from_unknown_scheme)
         CheckpointLoader.register_scheme(prefix, loader, force=True)
-    if '' not in CheckpointLoader._schemes:
-        CheckpointLoader.register_scheme('', load_from_safe_local, force=True)
 
 
 def strip_prefix(state_dict: Mapping[str, Tensor], prefix: str) -> Dict[str, Tensor]:
@@ -319,52 +348,105 @@ def strip_prefix(state_dict: Mapping[str, Tensor], prefix: str) -> Dict[str, Ten
     return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
+#: The fix named when a checkpoint does not fit (see :func:`check_state_dict`).
+DEFAULT_FIT_HINT = 'Check that the model config (sizes, depths, codebook) matches the file.'
+
+
+def state_dict_problems(module: torch.nn.Module,
+                        state_dict: Mapping[str, Any],
+                        ignore: Iterable[str] = (),
+                        ignore_missing: Iterable[str] = (),
+                        max_report: int = 5) -> List[str]:
+    """The key accounting of ``state_dict`` against ``module``.
+
+    Args:
+        module (nn.Module): The model the weights are meant for.
+        state_dict (Mapping): The weights (non-tensor values are skipped).
+        ignore (Iterable[str]): Key prefixes that may be missing or extra
+            (documented as unused or set by the config). Defaults to ``()``.
+        ignore_missing (Iterable[str]): Key prefixes that may only be
+            missing. Defaults to ``()``.
+        max_report (int): How many offending keys to name. Defaults to 5.
+
+    Returns:
+        list[str]: One phrase per problem (shape mismatches, missing keys,
+        unexpected keys, too few parameters loaded); empty if it fits.
+    """
+    ignore = tuple(ignore)
+    may_miss = ignore + tuple(ignore_missing)
+    sd = {k: v for k, v in state_dict.items() if isinstance(v, Tensor)}
+    own = module.state_dict()
+    missing = [k for k in own if k not in sd and not k.startswith(may_miss)]
+    unexpected = [k for k in sd if k not in own and not k.startswith(ignore)]
+    mismatched = [f'{k}: {tuple(sd[k].shape)} vs {tuple(v.shape)}' for k, v in own.items()
+                  if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
+    params = {k: p.numel() for k, p in module.named_parameters()}
+    total = sum(params.values())
+    loaded = sum(n for k, n in params.items()
+                 if k in sd and tuple(sd[k].shape) == tuple(own[k].shape))
+    problems = []
+    if mismatched:
+        problems.append(f'{len(mismatched)} shape mismatch(es) (file vs model), e.g. '
+                        + ', '.join(mismatched[:max_report]))
+    if missing:
+        problems.append(f'{len(missing)} missing key(s) (in the model, missing from the file), '
+                        f'e.g. {missing[:max_report]}')
+    if unexpected:
+        problems.append(f'{len(unexpected)} unexpected key(s) (in the file, not in the model), '
+                        f'e.g. {unexpected[:max_report]}')
+    if problems and total and loaded < 0.5 * total:
+        problems.append(f'only {100.0 * loaded / total:.1f}% of the parameters would be loaded')
+    return problems
+
+
 def check_state_dict(module: torch.nn.Module,
-                     state_dict: Mapping[str, Tensor],
+                     state_dict: Mapping[str, Any],
                      source: str,
                      ignore_unexpected: Iterable[str] = (),
-                     max_report: int = 5) -> None:
+                     max_report: int = 5,
+                     ignore_missing: Iterable[str] = (),
+                     hint: str = DEFAULT_FIT_HINT) -> None:
     """Strictly compare ``state_dict`` with ``module``'s keys and shapes.
+
+    The one check every whole-model load uses (``load_from``, ``--resume``,
+    ``tools/test.py``, ``pretrained=`` of the model index, generation, the
+    converters), so each refusal reads the same.
 
     Args:
         module (nn.Module): The model the weights are meant for.
         state_dict (Mapping[str, Tensor]): The weights.
         source (str): A name for the file, used in messages.
         ignore_unexpected (Iterable[str]): Key prefixes documented as unused,
-            which may be present without a counterpart. Defaults to ``()``.
+            which may be present without a counterpart (or absent).
+            Defaults to ``()``.
         max_report (int): How many offending keys to name. Defaults to 5.
+        ignore_missing (Iterable[str]): Key prefixes that may be absent from
+            the file. Defaults to ``()``.
+        hint (str): The fix, appended to the message. Defaults to
+            :data:`DEFAULT_FIT_HINT`.
 
     Raises:
-        CheckpointError: On missing keys, undocumented unexpected keys, or
-            shape mismatches. The message names the first offending keys.
+        CheckpointError: One line on missing keys, undocumented unexpected
+            keys or shape mismatches, naming the first offending keys.
     """
-    own = module.state_dict()
-    ignore = tuple(ignore_unexpected)
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own and not k.startswith(ignore)]
-    mismatched: List[Tuple[str, tuple, tuple]] = [
-        (k, tuple(state_dict[k].shape), tuple(v.shape)) for k, v in own.items()
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
-    problems = []
-    if mismatched:
-        problems.append('shape mismatch (checkpoint vs model): ' + ', '.join(
-            f'{k}: {a} vs {b}' for k, a, b in mismatched[:max_report]))
-    if missing:
-        problems.append(f'{len(missing)} missing key(s), e.g. {missing[:max_report]}')
-    if unexpected:
-        problems.append(f'{len(unexpected)} unexpected key(s), e.g. {unexpected[:max_report]}')
+    problems = state_dict_problems(module, state_dict, ignore_unexpected, ignore_missing,
+                                   max_report)
     if problems:
         raise CheckpointError(
-            f'checkpoint {source} does not match {type(module).__name__}: ' +
-            '; '.join(problems) +
-            '. Check that the model config (sizes, depths, codebook) matches the file.')
+            f'checkpoint {source} does not fit the model (it does not match '
+            f'{type(module).__name__}): ' + '; '.join(problems) + f'. {hint}')
 
 
 def load_state_dict_strict(module: torch.nn.Module,
                            state_dict: Mapping[str, Tensor],
                            source: str,
                            ignore_unexpected: Iterable[str] = ()) -> None:
-    """``check_state_dict`` then load, copying values into ``module``."""
+    """``check_state_dict`` then load, copying values into ``module``.
+
+    Keys under ``ignore_unexpected`` that the file lacks keep the model's values.
+    """
     check_state_dict(module, state_dict, source, ignore_unexpected)
     own = module.state_dict()
-    module.load_state_dict({k: v for k, v in state_dict.items() if k in own}, strict=True)
+    values = {k: v for k, v in own.items() if k not in state_dict}
+    values.update({k: v for k, v in state_dict.items() if k in own})
+    module.load_state_dict(values, strict=True)

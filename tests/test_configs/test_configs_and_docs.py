@@ -105,10 +105,22 @@ def test_seg_dropin_inherits_mmseg_and_clears_the_resnet_url():
     assert cfg.optim_wrapper.optimizer.lr == base.optim_wrapper.optimizer.lr
 
 
-def test_base_resnet_url_reaching_an_addp_backbone_is_explained():
-    """What the mmseg drop-in avoids: the base's URL would reach the ADDP backbone."""
+def test_base_resnet_url_reaching_an_addp_backbone_is_explained(tmp_path, monkeypatch):
+    """What the mmseg drop-in avoids: the base's URL would reach the ADDP backbone. The
+    download cache already holds a ResNet file under that URL's name (no network)."""
+    import os.path as osp
+    from urllib.parse import urlparse
+
+    from mmengine.runner.checkpoint import get_external_models
+
     from addp_mm.models.backbones import ADDPVisionTransformer
     from addp_mm.utils.checkpoint import CheckpointError
+    monkeypatch.setattr(torch.hub, '_hub_dir', None)
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    cached = tmp_path / 'hub' / 'checkpoints' / osp.basename(
+        urlparse(get_external_models()['resnet50_v1c']).path)
+    cached.parent.mkdir(parents=True)
+    torch.save({'state_dict': {'conv1.weight': torch.zeros(8, 3, 3, 3)}}, str(cached))
     m = ADDPVisionTransformer(
         arch=dict(embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64), img_size=64,
         patch_size=16, out_type='featmap', out_indices=(1, ),

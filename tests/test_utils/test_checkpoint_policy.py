@@ -56,7 +56,7 @@ def test_check_state_dict_names_first_mismatch():
     m = torch.nn.Linear(3, 4)
     with pytest.raises(CheckpointError, match=r'weight: \(4, 5\) vs \(4, 3\)'):
         check_state_dict(m, {'weight': torch.zeros(4, 5), 'bias': torch.zeros(4)}, 'x.pth')
-    with pytest.raises(CheckpointError, match=r"missing key\(s\), e.g. \['bias'\]"):
+    with pytest.raises(CheckpointError, match=r"1 missing key\(s\) .*e.g. \['bias'\]"):
         check_state_dict(m, {'weight': torch.zeros(4, 3)}, 'x.pth')
     check_state_dict(m, {'weight': torch.zeros(4, 3), 'bias': torch.zeros(4), 'extra.x': 1},
                      'x.pth', ignore_unexpected=('extra.',))
@@ -73,3 +73,43 @@ def test_whitelist_refuses_getattr_outside_history_buffers(tmp_path):
     torch.save({'state_dict': {'w': torch.ones(1)}, 'x': _Sneaky()}, p)
     with pytest.raises(CheckpointError):
         load_external_state_dict(str(p))
+
+
+def test_random_bytes_are_not_a_checkpoint_not_a_security_refusal(tmp_path):
+    import os
+    for i, data in enumerate([os.urandom(300), b'\x80\x02' + os.urandom(200), b'PK\x03\x04junk']):
+        p = tmp_path / f'random{i}.pth'
+        p.write_bytes(data)
+        with pytest.raises(CheckpointError) as err:
+            load_external_state_dict(str(p))
+        msg = str(err.value)
+        assert 'not a checkpoint: unreadable' in msg and 'refusing' not in msg, msg
+        assert 'weights_only' not in msg and '\n' not in msg
+
+
+def test_converters_recognise_this_projects_checkpoints(tmp_path):
+    """A tools/train.py checkpoint or a flat addp_mm state dict is 'already an addp_mm
+    checkpoint', not a file that 'holds no state dict'."""
+    import importlib.util
+    import os.path as osp
+
+    import numpy as np
+    from helpers.checkout import REPO_ROOT
+    runner_file = tmp_path / 'iter_10.pth'
+    torch.save({'meta': {'epoch': 0, 'iter': 10, 'seed': np.int64(0)},
+                'state_dict': {'backbone.blocks.0.norm1.weight': torch.ones(4),
+                               'neck.mask_token': torch.zeros(1, 1, 4)},
+                'message_hub': {}}, runner_file)
+    with pytest.raises(CheckpointError, match='already an addp_mm checkpoint.*tools/train.py'):
+        load_external_state_dict(str(runner_file), keys=('model', ), reject_converted=True)
+    spec = importlib.util.spec_from_file_location('addp_to_mm_msg', osp.join(
+        REPO_ROOT, 'tools', 'model_converters', 'addp_to_mm.py'))
+    conv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conv)
+    flat = tmp_path / 'flat.pth'
+    torch.save({'backbone.blocks.0.norm1.weight': torch.ones(4),
+                'tokenizer.quantize.embedding.weight': torch.zeros(8, 4)}, flat)
+    for path in (runner_file, flat):
+        with pytest.raises(CheckpointError, match='already an addp_mm checkpoint') as err:
+            conv.convert(str(path))
+        assert '\n' not in str(err.value)

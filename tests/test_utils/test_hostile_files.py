@@ -240,14 +240,26 @@ def test_inception_weights_for_fid(hostile):
     _assert_refused(str(err.value), path, marker, kind)
 
 
-def test_remote_checkpoints_are_not_fetched():
+def test_remote_schemes_read_through_the_safe_loader():
+    """mmengine's remote schemes download, then read with the same allow-list loader
+    (tests/test_utils/test_downloads.py serves files locally); a scheme without a safe
+    reader is refused in one line. Nothing here touches the network."""
     import addp_mm  # noqa: F401
-    from mmengine.runner.checkpoint import _load_checkpoint
+    from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
 
-    from addp_mm.utils.checkpoint import CheckpointError
-    for url in ('open-mmlab://resnet50_v1c', 'https://example.com/x.pth', 'torchvision://resnet50'):
-        with pytest.raises(CheckpointError, match='remote checkpoint.*local path'):
-            _load_checkpoint(url)
+    from addp_mm.utils.checkpoint import CheckpointError, load_from_safe_remote
+    for url in ('open-mmlab://resnet50_v1c', 'https://example.com/x.pth', 'torchvision://resnet50',
+                'http://example.com/x.pth', 'mmcls://resnet50', 's3://bucket/x.pth',
+                'cluster1:s3://bucket/x.pth', 'pavi://x/y.pth'):
+        assert CheckpointLoader._get_checkpoint_loader(url) is load_from_safe_remote, url
+    CheckpointLoader.register_scheme('unsafe-test://', lambda f, m=None: torch.load(f), force=True)
+    try:
+        import addp_mm.utils.checkpoint as ckpt
+        ckpt.install_mmengine_loader()
+        with pytest.raises(CheckpointError, match='no safe reader for this scheme'):
+            _load_checkpoint('unsafe-test://x.pth')
+    finally:
+        CheckpointLoader._schemes.pop('unsafe-test://', None)
 
 
 # ------------------------------------------------------------ tool entries

@@ -108,6 +108,12 @@ def convert_addp_state_dict(state_dict: Mapping[str, Tensor]
             dropped[key] = 'documented-unused ADDP parameter (never read)'
         else:
             unknown.append(key)
+    if unknown and all(k.startswith(('backbone.', 'neck.', 'tokenizer.', 'data_preprocessor.'))
+                       for k in unknown):
+        raise CheckpointError(
+            'this is already an addp_mm checkpoint (its keys are in addp_mm\'s backbone./neck./'
+            'tokenizer. layout); use it as it is (load_from, tools/test.py, tools/sample.py), no '
+            'conversion is needed.')
     if unknown:
         raise CheckpointError(
             f'{len(unknown)} unknown key(s) in the ADDP checkpoint, e.g. {unknown[:5]}; '

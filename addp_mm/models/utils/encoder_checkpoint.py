@@ -111,8 +111,17 @@ def encoder_state_dict_from(state_dict: Mapping[str, Tensor], source: str = 'che
 
 
 def load_addp_encoder_state_dict(path: str) -> Dict[str, Tensor]:
-    """Load ``path`` and return its ADDP encoder weights in timm naming."""
-    return encoder_state_dict_from(load_external_state_dict(path), source=repr(path))
+    """Load ``path`` (a URL is downloaded) and return its ADDP encoder weights in timm naming."""
+    return encoder_state_dict_from(load_external_state_dict(path), source=_source(path))
+
+
+def _source(path: str) -> str:
+    """How messages name ``path``; a remote name says where it may come from."""
+    from addp_mm.utils.downloads import is_remote
+    if is_remote(path):
+        return (f"{path!r} (a remote name: if it comes from a base config, e.g. mmseg's "
+                'model.pretrained for a ResNet, set it to None)')
+    return repr(path)
 
 
 def timm_vit_to_mmpretrain(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
@@ -345,7 +354,7 @@ def load_encoder_checkpoint(model: nn.Module, path: str, layout: EncoderLayout,
     See :func:`load_encoder_state_dict` for the arguments and the report.
     """
     return load_encoder_state_dict(model, load_external_state_dict(path), layout,
-                                   source=repr(path), prefix=prefix)
+                                   source=_source(path), prefix=prefix)
 
 
 __all__ = ['EncoderLayout', 'load_encoder_checkpoint', 'load_encoder_state_dict',

@@ -173,7 +173,7 @@ def test_checkpoint_errors(files, tmp_path):
     with pytest.raises(CheckpointError, match=r'unexpected key.*quant_conv\.weight'):
         _loaded(path)
     # a missing file
-    with pytest.raises(CheckpointError, match='not found.*nothing is downloaded'):
+    with pytest.raises(CheckpointError, match='not found.*existing file'):
         _loaded(str(tmp_path / 'vqgan_jax_strongaug.ckpt'))
     # a file without any VQGAN keys
     path = str(tmp_path / 'other.pth')
