@@ -24,6 +24,7 @@ Randomness comes from one ``torch.Generator`` per sample, seeded
 or device count.
 """
 import math
+from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
@@ -32,8 +33,10 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from addp_mm.registry import register_model
-from .schedule import (SCHEDULES, TEMPERATURE_STRATEGIES, choice_temperature_at, make_generators,
-                       num_masked_after_step, region_to_token_mask, remask_by_confidence,
+from addp_mm.utils.pixels import images_to_uint8
+from addp_mm.utils.precision import bf16_choice
+from .schedule import (check_sampler_settings, choice_temperature_at, make_generators,
+                       masked_counts, region_to_token_mask, remask_by_confidence,
                        sample_tokens)
 
 __all__ = ['AlternatingDenoisingSampler', 'region_to_token_mask']
@@ -102,22 +105,8 @@ class AlternatingDenoisingSampler(BaseModule):
                  precision: Optional[str] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1:
-            raise ValueError(f'num_steps must be a positive integer, got {num_steps!r} '
-                             '(the release uses 20, or 256 with the linear schedule)')
-        if schedule not in SCHEDULES:
-            raise ValueError(f'schedule must be one of {SCHEDULES}, got {schedule!r}')
-        if temperature_strategy not in TEMPERATURE_STRATEGIES:
-            raise ValueError(f'temperature_strategy must be one of {TEMPERATURE_STRATEGIES}, '
-                             f'got {temperature_strategy!r}')
-        if choice_temperature < 0:
-            raise ValueError(f'choice_temperature must be >= 0, got {choice_temperature}')
-        if token_temperature <= 0:
-            raise ValueError(f'token_temperature must be > 0, got {token_temperature}')
-        if not 0. < top_p <= 1.:
-            raise ValueError(f'top_p must be in (0, 1], got {top_p}')
-        if inpaint_init not in ('soft_uniform', 'images'):
-            raise ValueError(f"inpaint_init must be 'soft_uniform' or 'images', got {inpaint_init!r}")
+        check_sampler_settings(num_steps, schedule, choice_temperature, temperature_strategy,
+                               token_temperature, top_p, inpaint_init)
         self.num_steps = num_steps
         self.schedule = schedule
         self.choice_temperature = float(choice_temperature)
@@ -138,9 +127,6 @@ class AlternatingDenoisingSampler(BaseModule):
 
     def autocast_context(self, device_type: str):
         """The autocast context of :attr:`precision` on ``device_type``."""
-        from contextlib import nullcontext
-
-        from addp_mm.utils.precision import bf16_choice
         if self.precision is None:
             return nullcontext()
         if self.precision == 'auto':
@@ -172,10 +158,6 @@ class AlternatingDenoisingSampler(BaseModule):
         return int(model.num_tokens)
 
     @staticmethod
-    def _num_codes(model: nn.Module) -> int:
-        return int(model.num_codes)
-
-    @staticmethod
     def _device(model: nn.Module) -> torch.device:
         param = next(iter(model.parameters()), None)
         return param.device if param is not None else torch.device('cpu')
@@ -187,7 +169,7 @@ class AlternatingDenoisingSampler(BaseModule):
         With ``x=None`` (allowed only when every position is masked) the
         encoder is skipped.
         """
-        K = self._num_codes(model)
+        K = int(model.num_codes)
         if x is None and not bool(mask.bool().all()):
             raise ValueError('pixels can be omitted only when every position is masked')
         logits = model.predict_logits(x, tokens, mask.float())  # [B, N, V]
@@ -195,15 +177,7 @@ class AlternatingDenoisingSampler(BaseModule):
 
     def mask_lengths(self, step: int, num_unknown: Tensor, num_tokens: int) -> Tensor:
         """``L_s`` per sample (``[B]``) for samples with ``num_unknown`` initially unknown positions."""
-        cache: Dict[int, int] = {}
-        out = []
-        for n in num_unknown.tolist():
-            n = int(n)
-            if n not in cache:
-                cache[n] = num_masked_after_step(step, self.num_steps, num_tokens, self.schedule,
-                                                 mask_ratio=n / num_tokens, max_masked=n)
-            out.append(cache[n])
-        return torch.tensor(out, dtype=torch.long, device=num_unknown.device)
+        return masked_counts(step, num_unknown, num_tokens, self.num_steps, self.schedule)
 
     def denoise_step(self,
                      model: nn.Module,
@@ -367,7 +341,7 @@ class AlternatingDenoisingSampler(BaseModule):
                      mask: Tensor) -> Tensor:
         """Decode with uniform soft embeddings at masked positions."""
         if probs is None:
-            K = self._num_codes(model)
+            K = int(model.num_codes)
             probs = tokens.new_full((*tokens.shape, K), 1. / K, dtype=torch.float32)
         return model.tokens_to_pixels(tokens, probs, mask.float())
 
@@ -460,8 +434,6 @@ class AlternatingDenoisingSampler(BaseModule):
             saved to PNG) and ``gen_tokens`` (``[N]``).
         """
         from mmpretrain.structures import DataSample
-
-        from addp_mm.utils.pixels import images_to_uint8
         if data_samples is None:
             if inputs is None:
                 raise ValueError('predict needs inputs or data_samples to know the batch size')

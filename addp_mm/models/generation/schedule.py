@@ -13,7 +13,7 @@ sample**, so a sample's result depends only on its own seed — not on the batch
 it is in, the batch size or the number of processes — and runs on any device.
 """
 import math
-from typing import List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,7 @@ __all__ = [
     'SCHEDULES', 'TEMPERATURE_STRATEGIES', 'mask_ratio_at', 'num_masked_after_step',
     'masked_count_schedule', 'choice_temperature_at', 'make_generators',
     'uniform_noise', 'gumbel_noise', 'top_p_filter', 'sample_tokens', 'remask_by_confidence',
-    'region_to_token_mask'
+    'region_to_token_mask', 'check_sampler_settings', 'masked_counts'
 ]
 
 
@@ -40,6 +40,29 @@ def _check_steps(num_steps: int) -> None:
         raise ValueError(
             f'the number of sampling steps must be a positive integer, got {num_steps!r} '
             '(the release uses 20 cosine steps, or 256 linear steps for ViT-L)')
+
+
+def check_sampler_settings(num_steps: int, schedule: str, choice_temperature: float,
+                           temperature_strategy: str, token_temperature: float, top_p: float,
+                           inpaint_init: str) -> None:
+    """Raise ``ValueError`` naming the first invalid setting of an
+    :class:`~addp_mm.models.generation.AlternatingDenoisingSampler`."""
+    if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1:
+        raise ValueError(f'num_steps must be a positive integer, got {num_steps!r} '
+                         '(the release uses 20, or 256 with the linear schedule)')
+    if schedule not in SCHEDULES:
+        raise ValueError(f'schedule must be one of {SCHEDULES}, got {schedule!r}')
+    if temperature_strategy not in TEMPERATURE_STRATEGIES:
+        raise ValueError(f'temperature_strategy must be one of {TEMPERATURE_STRATEGIES}, '
+                         f'got {temperature_strategy!r}')
+    if choice_temperature < 0:
+        raise ValueError(f'choice_temperature must be >= 0, got {choice_temperature}')
+    if token_temperature <= 0:
+        raise ValueError(f'token_temperature must be > 0, got {token_temperature}')
+    if not 0. < top_p <= 1.:
+        raise ValueError(f'top_p must be in (0, 1], got {top_p}')
+    if inpaint_init not in ('soft_uniform', 'images'):
+        raise ValueError(f"inpaint_init must be 'soft_uniform' or 'images', got {inpaint_init!r}")
 
 
 def mask_ratio_at(step: int, num_steps: int, schedule: str = 'cosine') -> float:
@@ -95,6 +118,21 @@ def num_masked_after_step(step: int,
         max_masked = int(num_tokens * mask_ratio)
     mask_len = math.ceil(num_tokens * ratio * mask_ratio)
     return int(min(max(mask_len, 1), max(max_masked, 1)))
+
+
+def masked_counts(step: int, num_unknown: Tensor, num_tokens: int, num_steps: int,
+                  schedule: str) -> Tensor:
+    """:func:`num_masked_after_step` per sample (``[B]``, on ``num_unknown``'s
+    device) for samples with ``num_unknown`` initially unknown positions."""
+    cache: Dict[int, int] = {}
+    out = []
+    for n in num_unknown.tolist():
+        n = int(n)
+        if n not in cache:
+            cache[n] = num_masked_after_step(step, num_steps, num_tokens, schedule,
+                                             mask_ratio=n / num_tokens, max_masked=n)
+        out.append(cache[n])
+    return torch.tensor(out, dtype=torch.long, device=num_unknown.device)
 
 
 def masked_count_schedule(num_steps: int,
