@@ -264,11 +264,12 @@ def test_enable_exact_resume_covers_every_codebase():
 
 
 # ------------------------------------------------------------------ end to end
-def _train(args, cwd, check=True):
+def _train(args, cwd, check=True, script=True):
+    """``python tools/train.py ARGS`` (``python ARGS`` with ``script=False``)."""
     env = dict(os.environ, OMP_NUM_THREADS='1',
                PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
-    proc = subprocess.run([sys.executable, TRAIN] + args, cwd=cwd, env=env, text=True,
-                          capture_output=True, timeout=600)
+    proc = subprocess.run([sys.executable] + ([TRAIN] if script else []) + args, cwd=cwd,
+                          env=env, text=True, capture_output=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f'{args} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}')
     return proc
@@ -423,3 +424,29 @@ def test_finetuning_with_mixup_cutmix_resumes_bit_for_bit(finetune_setup, worker
     # the full run validated after the checkpoint it was resumed from; both validated at the end
     val = [v for (_, is_train), v in _scalars(resumed).items() if not is_train]
     assert len(val) == 1 and 'accuracy/top1' in val[0]
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.e2e
+def test_two_process_addp_resumes_bit_for_bit(embedded_cwd, addp_frozen, tmp_path):
+    """torchrun, 2 CPU processes (gloo): each process's random states are
+    gathered into the checkpoint and each takes its own back."""
+    def run(work, extra=()):
+        _train(['-m', 'torch.distributed.run', '--nproc_per_node=2',
+                f'--master_port={_free_port()}', TRAIN, ADDP_CFG, '--work-dir', work,
+                '--launcher', 'pytorch', *extra] + _addp_opts(addp_frozen, 0), embedded_cwd,
+               script=False)
+
+    full, resumed = str(tmp_path / 'full'), str(tmp_path / 'resumed')
+    run(full)
+    saved = safe_torch_load(osp.join(full, f'iter_{ADDP_K}.pth'))[STATE_KEY]
+    assert saved['world_size'] == 2 and len(saved['ranks']) == 2
+    assert not torch.equal(saved['ranks'][0]['torch'], saved['ranks'][1]['torch'])
+    run(resumed, ['--resume', osp.join(full, f'iter_{ADDP_K}.pth')])
+    _assert_same_tail(full, resumed, ADDP_K, ADDP_N, f'iter_{ADDP_N}.pth')

@@ -64,19 +64,18 @@ class ADDPCheckpointHook(CheckpointHook):
     uses it in place of ``CheckpointHook`` for every config.
     """
 
-    def _write_backend_args(self) -> Optional[dict]:
-        """Backend of the checkpoint file: the atomic one for local folders."""
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         if self.backend_args is None and self.file_client_args is None and \
                 _is_local(self.out_dir):
-            return dict(backend=ATOMIC_BACKEND)
-        return self.backend_args
+            # every checkpoint this hook writes (also the best ones) goes through it
+            self.backend_args = dict(backend=ATOMIC_BACKEND)
 
     def _save_checkpoint_with_step(self, runner, step, meta):
         outdated = self._track_kept(runner, step)
         ckpt_filename = self.filename_tmpl.format(step)
         self.last_ckpt = self.file_backend.join_path(self.out_dir, ckpt_filename)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
-        backend_args = self._write_backend_args()
         runner.save_checkpoint(
             self.out_dir,
             ckpt_filename,
@@ -85,7 +84,7 @@ class ADDPCheckpointHook(CheckpointHook):
             save_param_scheduler=self.save_param_scheduler,
             meta=meta,
             by_epoch=self.by_epoch,
-            backend_args=backend_args,
+            backend_args=self.backend_args,
             **self.args)
         if not is_main_process():
             return
