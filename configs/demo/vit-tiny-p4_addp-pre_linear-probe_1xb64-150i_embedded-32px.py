@@ -61,7 +61,9 @@ train_pipeline = [
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='PackInputs'),
 ]
-test_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
+# 'mmpretrain.' names: mmpretrain's inferencers build this pipeline in the current
+# default scope, which an mmdet or mmseg inferencer may have left set
+test_pipeline = [dict(type='LoadImageFromFile'), dict(type='mmpretrain.PackInputs')]
 dataset = dict(type='ADDPEmbeddedPhotos', data_root=data_root, crop_size=img_size, num_train=64,
                num_val=16)
 train_dataloader = dict(

@@ -39,11 +39,13 @@ train_pipeline = [
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='PackInputs'),
 ]
+# 'mmpretrain.' names: mmpretrain's inferencers build this pipeline in the current
+# default scope, which an mmdet or mmseg inferencer may have left set
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=crop_size, edge='short'),
-    dict(type='CenterCrop', crop_size=crop_size),
-    dict(type='PackInputs'),
+    dict(type='mmpretrain.ResizeEdge', scale=crop_size, edge='short'),
+    dict(type='mmpretrain.CenterCrop', crop_size=crop_size),
+    dict(type='mmpretrain.PackInputs'),
 ]
 dataset = dict(type='ADDPEmbeddedPhotos', data_root=data_root, crop_size=64)
 train_dataloader = dict(

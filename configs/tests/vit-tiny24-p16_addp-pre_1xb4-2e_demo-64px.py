@@ -79,12 +79,14 @@ train_pipeline = [
         fill_std=[57.375, 57.12, 58.395]),
     dict(type='PackInputs'),
 ]
+# 'mmpretrain.' names: mmpretrain's inferencers build this pipeline in the current
+# default scope, which an mmdet or mmseg inferencer may have left set
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=img_size, edge='short', backend='pillow',
+    dict(type='mmpretrain.ResizeEdge', scale=img_size, edge='short', backend='pillow',
          interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=img_size),
-    dict(type='PackInputs'),
+    dict(type='mmpretrain.CenterCrop', crop_size=img_size),
+    dict(type='mmpretrain.PackInputs'),
 ]
 train_dataloader = dict(
     batch_size=4,

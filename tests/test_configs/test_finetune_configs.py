@@ -82,7 +82,7 @@ def test_finetune_recipe_values(path, lr, decay, dpr, warmup, epochs, arch, img)
             ra['total_level']) == ('timm_increasing', 2, 9, 0.5, 10)
     assert ra['hparams']['interpolation'] == 'bicubic'
     assert train['RandomErasing']['erase_prob'] == 0.25
-    test = {t['type']: t for t in cfg.test_dataloader.dataset.pipeline}
+    test = {t['type'].split('.')[-1]: t for t in cfg.test_dataloader.dataset.pipeline}
     assert test['ResizeEdge']['scale'] == 256 and test['ResizeEdge']['interpolation'] == 'bicubic'
     assert test['CenterCrop']['crop_size'] == img
     for dl in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
