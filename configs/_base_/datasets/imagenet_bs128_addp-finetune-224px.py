@@ -26,11 +26,14 @@ train_pipeline = [
         fill_std=[57.375, 57.12, 58.395]),
     dict(type='PackInputs'),
 ]
+# 'mmpretrain.' names: mmpretrain's inferencers build this pipeline in the current
+# default scope, which an mmdet or mmseg inferencer may have left set
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=256, edge='short', backend='pillow', interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=224),
-    dict(type='PackInputs'),
+    dict(type='mmpretrain.ResizeEdge', scale=256, edge='short', backend='pillow',
+         interpolation='bicubic'),
+    dict(type='mmpretrain.CenterCrop', crop_size=224),
+    dict(type='mmpretrain.PackInputs'),
 ]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))

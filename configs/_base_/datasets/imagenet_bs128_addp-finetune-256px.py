@@ -47,12 +47,14 @@ train_pipeline = [
     dict(type='PackInputs'),
 ]
 # Eval at 256: Resize(256, bicubic) + CenterCrop(256), i.e. crop_pct 1.0.
+# 'mmpretrain.' names: mmpretrain's inferencers build this pipeline in the current
+# default scope, which an mmdet or mmseg inferencer may have left set
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=256, edge='short', backend='pillow',
+    dict(type='mmpretrain.ResizeEdge', scale=256, edge='short', backend='pillow',
          interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=256),
-    dict(type='PackInputs'),
+    dict(type='mmpretrain.CenterCrop', crop_size=256),
+    dict(type='mmpretrain.PackInputs'),
 ]
 
 train_dataloader = dict(
