@@ -87,5 +87,18 @@ train_cfg = dict(max_iters=max_iters)
 auto_scale_lr = dict(base_batch_size=32)
 default_hooks = dict(
     checkpoint=dict(interval=max_iters, max_keep_ckpts=1, save_last=True))
-custom_hooks = [dict(type='ADDPVisualizationHook', interval=max_iters, num_images=4)]
+# Online kNN monitor (docs/monitoring_and_export.md): every 100 iterations, weighted kNN
+# (k=20, T=0.07) of the encoder's mean-pooled patch features, memory = the 896 train crops
+# without augmentation, queries = the 224 val crops (the linear probe's val split); also at
+# iteration 0, the encoder at its random init (the reference line of the demo report).
+knn_dataset = dict(type='ADDPEmbeddedPhotos', data_root=data_root, crop_size=img_size,
+                   num_train=64, num_val=16,
+                   pipeline=[dict(type='LoadImageFromFile'), dict(type='PackInputs')])
+custom_hooks = [
+    dict(type='ADDPVisualizationHook', interval=max_iters, num_images=4),
+    dict(type='ADDPKNNMonitorHook', interval=100, k=20, temperature=0.07, eval_at_start=True,
+         cache_data=True,  # 1120 crops of 32 px: decoded once
+         train_dataloader=dict(batch_size=128, dataset=dict(knn_dataset, split='train')),
+         val_dataloader=dict(batch_size=128, dataset=dict(knn_dataset, split='val'))),
+]
 visualizer = dict(vis_backends=[dict(type='LocalVisBackend')])

@@ -114,6 +114,25 @@ def _knn_values(loaders: dict, rank_file: str = None) -> dict:
     return values
 
 
+def test_cached_batches_give_the_same_values(tmp_path):
+    from helpers.performance import build_tiny_addp
+    from mmengine.runner import Runner
+    loaders = _tiny_photos(str(tmp_path / 'photos16'))
+    model = build_tiny_addp(seed=3)
+    runner = SimpleNamespace(model=model, seed=0, build_dataloader=Runner.build_dataloader)
+    plain = ADDPKNNMonitorHook(**loaders, k=5).compute(runner)
+    cached = ADDPKNNMonitorHook(**loaders, k=5, cache_data=True)
+    first = cached.compute(runner)
+    cached._loaders = None  # a second evaluation reads no image and builds no loader
+
+    def no_loader(*args, **kwargs):
+        raise AssertionError('the cached batches must be used')
+    second = cached.compute(SimpleNamespace(model=model, seed=0, build_dataloader=no_loader))
+    assert len(cached._cache['train']) == 9  # 69 samples in batches of 8
+    for values in (first, second):
+        assert values['knn/top1'] == plain['knn/top1'] and values['knn/top5'] == plain['knn/top5']
+
+
 def _worker(rank: int, world: int, port: int, loaders: dict, out_dir: str) -> None:
     import torch.distributed as dist
     torch.set_num_threads(1)

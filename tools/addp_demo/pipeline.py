@@ -202,12 +202,16 @@ def finish(summary: dict, wd: str, t0: float) -> dict:
         summary['total_wall_s'] = resumed['earlier_stages_wall_s'] + this_run
     else:
         summary['total_wall_s'] = this_run
+    report = write_report(wd, summary)  # first: it adds the kNN curve (summary['knn'])
     with open(osp.join(wd, 'summary.json'), 'w') as f:
         json.dump(summary, f, indent=1, default=str)
-    report = write_report(wd, summary)
     t = summary['transfer']
     print(f'\nlinear probe top-1 (mean of {len(t["seeds"])} seed(s)): ADDP {t["addp_top1"]:.2f}% vs '
           f'random init {t["random_top1"]:.2f}% (margin {t["margin"]:+.2f})')
+    knn = summary.get('knn')
+    if knn and knn['random_init'] is not None:
+        print(f"kNN top-1 over pretraining: random init {knn['random_init']:.2f}% -> "
+              f"{knn['last']:.2f}% at iteration {knn['last_iter']}")
     for task, d in summary.get('dense', {}).items():
         for k, m in d['metrics'].items():
             print(f'{task} {k} (mean of {len(d["seeds"])} seed(s)): ADDP {m["addp_mean"]:.4g} vs '

@@ -3,6 +3,7 @@ import os
 import os.path as osp
 from typing import List
 
+from .plots import curves_section
 from .stages import ROOT
 
 
@@ -216,7 +217,8 @@ def _transfer_section(summary: dict) -> List[str]:
 
 def write_report(work_dir: str, summary: dict) -> str:
     """Write ``<work_dir>/REPORT.md`` from ``summary``; return its path."""
-    L = (_header(summary) + _stage_tables(work_dir, summary) + _tokenizer_section(summary)
+    L = (_header(summary) + _stage_tables(work_dir, summary) + curves_section(work_dir, summary)
+         + _tokenizer_section(summary)
          + _generation_section(summary) + _transfer_section(summary))
     L += dense_report(summary)
     path = osp.join(work_dir, 'REPORT.md')

@@ -251,6 +251,9 @@ class ADDPKNNMonitorHook(Hook):
         eval_at_end (bool): Evaluate after the last iteration (unless it was
             just evaluated). Defaults to True.
         prefix (str): Name prefix of the logged scalars. Defaults to ``'knn'``.
+        cache_data (bool): Keep the collated batches of both splits in memory
+            after the first evaluation (no image decoding afterwards; for
+            small splits with a deterministic pipeline). Defaults to False.
     """
 
     priority = 'LOW'
@@ -258,7 +261,7 @@ class ADDPKNNMonitorHook(Hook):
     def __init__(self, train_dataloader: dict, val_dataloader: dict, interval: int = 1000,
                  k: int = 20, temperature: float = 0.07, topk: Sequence[int] = (1, 5),
                  pool: str = 'avg', prefix_tokens: int = 1, eval_at_start: bool = False,
-                 eval_at_end: bool = True, prefix: str = 'knn') -> None:
+                 eval_at_end: bool = True, prefix: str = 'knn', cache_data: bool = False) -> None:
         if interval < 1 or k < 1 or temperature <= 0:
             raise ValueError(f'need interval >= 1, k >= 1 and temperature > 0, got '
                              f'interval={interval}, k={k}, temperature={temperature}')
@@ -270,7 +273,9 @@ class ADDPKNNMonitorHook(Hook):
         self.topk = tuple(int(t) for t in topk)
         self.pool, self.prefix_tokens, self.prefix = pool, prefix_tokens, prefix
         self.eval_at_start, self.eval_at_end = eval_at_start, eval_at_end
+        self.cache_data = cache_data
         self._loaders: Optional[dict] = None
+        self._cache: Dict[str, list] = {}
         self._last_step: Optional[int] = None
         #: ``(step, {name: value})`` of every evaluation of this run
         self.history: List[Tuple[int, Dict[str, float]]] = []
@@ -290,11 +295,17 @@ class ADDPKNNMonitorHook(Hook):
             self.evaluate(runner, step=runner.iter)
 
     # ---------------------------------------------------------- evaluation
-    def _build_loaders(self, runner) -> dict:
+    def _batches(self, runner, name: str):
+        """The dataloader of split ``name`` (built once), or its cached batches."""
+        if name in self._cache:
+            return self._cache[name]
         if self._loaders is None:
-            self._loaders = {name: runner.build_dataloader(cfg, seed=runner.seed)
-                             for name, cfg in self.loader_cfgs.items()}
-        return self._loaders
+            self._loaders = {n: runner.build_dataloader(cfg, seed=runner.seed)
+                             for n, cfg in self.loader_cfgs.items()}
+        if self.cache_data:
+            self._cache[name] = list(self._loaders[name])
+            return self._cache[name]
+        return self._loaders[name]
 
     def compute(self, runner) -> Dict[str, float]:
         """Embed both splits and return ``{'<prefix>/top<k>': %, '<prefix>/time': s}``;
@@ -302,9 +313,10 @@ class ADDPKNNMonitorHook(Hook):
         t0 = time.perf_counter()
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         with rng_preserved(), modes_preserved(model):
-            loaders = self._build_loaders(runner)
-            train = extract_features(model, loaders['train'], self.pool, self.prefix_tokens)
-            val = extract_features(model, loaders['val'], self.pool, self.prefix_tokens)
+            train = extract_features(model, self._batches(runner, 'train'), self.pool,
+                                     self.prefix_tokens)
+            val = extract_features(model, self._batches(runner, 'val'), self.pool,
+                                   self.prefix_tokens)
         acc = weighted_knn_accuracy(*train, *val, k=self.k, temperature=self.temperature,
                                     topk=self.topk)
         values = {f'{self.prefix}/top{t}': v for t, v in acc.items()}
