@@ -119,6 +119,21 @@ def test_tiny_pretraining_checkpoint_round_trip(tmp_path, fmt, capsys):
     assert overlay['input_size'] == [3, 32, 32] and overlay['std'] == [0.229, 0.224, 0.225]
 
 
+def test_safetensors_source(tmp_path):
+    """A project checkpoint given as .safetensors (the same tensors) exports the same way."""
+    from safetensors.torch import save_file
+    enc = _addp_vit(64, 2, 4, 32, 4, seed=4)
+    src = str(tmp_path / 'encoder.safetensors')
+    save_file({f'backbone.{k}': v.contiguous() for k, v in enc.state_dict().items()}, src)
+    dst = str(tmp_path / 'encoder_timm.pth')  # .pth from the extension
+    summary = EXPORTER.export(src, dst, num_heads=4)
+    assert summary['format'] == 'pth' and summary['dropped'] == {}
+    model = _build_timm(summary, dst, 'pth')
+    x, xn = _images(2, 32)
+    with torch.no_grad():
+        assert (model.forward_features(xn) - enc(xn)).abs().max() <= 1e-5
+
+
 @pytest.fixture
 def big_tmp(tmp_path):
     """A folder in memory (/dev/shm) where there is one: ViT-L files are 1.2 GB."""
