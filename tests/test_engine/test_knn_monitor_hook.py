@@ -188,7 +188,7 @@ def _run(work_dir: str, frozen, knn: bool, iters: int = 6):
         ds = dict(type='ADDPEmbeddedPhotos', data_root='data/embedded_photos', crop_size=64,
                   pipeline=test_pipeline)
         cfg.custom_hooks = [dict(
-            type='ADDPKNNMonitorHook', interval=4, k=5,
+            type='ADDPKNNMonitorHook', interval=4, k=5, eval_at_start=True,
             train_dataloader=dict(batch_size=32, dataset=dict(ds, split='train', indices=56)),
             val_dataloader=dict(batch_size=32, dataset=dict(ds, split='val', indices=28)))]
     runner = Runner.from_cfg(cfg)
@@ -205,9 +205,9 @@ def test_tiny_pretraining_logs_knn_and_keeps_the_losses(embedded_cwd, frozen, tm
     with_hook, rec_knn = _run(str(tmp_path / 'knn'), frozen, knn=True)
     without, rec_plain = _run(str(tmp_path / 'plain'), frozen, knn=False)
 
-    # knn/top1 at iteration 4 and at the end (6), in the json log next to the loss
+    # knn/top1 before training (0), at iteration 4 and at the end (6), in the json log
     knn = [r for r in rec_knn if 'knn/top1' in r]
-    assert [r['step'] for r in knn] == [4, 6]
+    assert [r['step'] for r in knn] == [0, 4, 6]
     for r in knn:
         assert 0.0 <= r['knn/top1'] <= r['knn/top5'] <= 100.0 and r['knn/time'] > 0
     assert knn[0]['knn/top1'] > 100 / 14  # better than chance on 14 photos (even random init)
