@@ -10,8 +10,9 @@ End to end (``tools/train.py``): the tiny ADDP pretraining (dropout on) and the
 tiny fine-tuning recipe (Mixup/CutMix, RandAugment, drop path), each with 0
 and 2 dataloader workers, run N iterations uninterrupted and from the
 checkpoint at k with ``--resume``: the losses, grad norms and final weights
-match bit for bit; without the random-state hook they do not. A truncated last
-checkpoint is skipped with one warning line.
+match bit for bit; without the random-state hook they do not. The same with 2
+processes (torchrun, gloo). A truncated last checkpoint is skipped with one
+warning line.
 """
 import glob
 import json
