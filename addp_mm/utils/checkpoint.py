@@ -194,6 +194,19 @@ def safe_torch_load(path: str, map_location: Any = 'cpu', mmap: bool = False) ->
             raise _unreadable(path, err) from None
 
 
+def _safetensors_converter(path: str) -> Optional[str]:
+    """The converter recorded in a ``.safetensors`` file's metadata, if any."""
+    import json
+
+    from safetensors import safe_open
+    try:
+        with safe_open(path, framework='pt') as f:
+            meta = json.loads((f.metadata() or {}).get('addp_mm_meta', 'null'))
+    except Exception:  # noqa: B902 - unreadable metadata: not one of ours
+        return None
+    return meta.get('converter') if isinstance(meta, dict) else None
+
+
 def project_checkpoint_kind(obj: Any) -> Optional[str]:
     """What wrote ``obj`` if this project did: a converter or ``tools/train.py``.
 
@@ -289,6 +302,10 @@ def load_external_state_dict(path: str,
     """
     obj = read_checkpoint(path, map_location=map_location)
     kind = project_checkpoint_kind(obj)
+    if kind is None and reject_converted and isinstance(path, str) and osp.isfile(path) \
+            and is_safetensors(path):
+        converter = _safetensors_converter(path)
+        kind = f'already converted, written by {converter}' if converter else None
     if reject_converted and kind:
         raise CheckpointError(
             f'{path!r} is already an addp_mm checkpoint ({kind}); use it as it is (load_from, '

@@ -44,7 +44,7 @@ def _run_tool(script, argv, monkeypatch, capsys, expect_ok=True):
     out = capsys.readouterr()
     if expect_ok:
         assert code in (0, None), f'{code}\n{out.err[-3000:]}'
-    return code, out.out + out.err
+    return code, f'{code}\n{out.out}{out.err}'
 
 
 # ----------------------------------------------------------- the library readers
@@ -195,3 +195,21 @@ def test_converters_read_safetensors(tool, tmp_path, monkeypatch, capsys):
     dst2 = str(tmp_path / 'out2.pth')
     _run_tool(osp.join(CONVERTERS, f'{tool}.py'), [pth, dst2] + extra, monkeypatch, capsys)
     _same(out, torch.load(dst2, map_location='cpu', weights_only=True)['state_dict'])
+    # --format safetensors writes the same tensors (a .safetensors destination alone does too)
+    for argv in (['--format', 'safetensors'], []):
+        dst3 = str(tmp_path / f'out{len(argv)}.safetensors')
+        _run_tool(osp.join(CONVERTERS, f'{tool}.py'), [path, dst3] + extra + argv, monkeypatch,
+                  capsys)
+        _same(load_external_state_dict(dst3), out)
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith('.')) == []
+    # ... and a converted .safetensors is not converted twice
+    code, text = _run_tool(osp.join(CONVERTERS, f'{tool}.py'),
+                           [dst3, str(tmp_path / 'again.pth')] + extra, monkeypatch, capsys,
+                           expect_ok=False)
+    assert code not in (0, None) and 'already' in text and 'addp_mm checkpoint' in text, text
+    # a format that contradicts the destination's name: one line, nothing written
+    code, text = _run_tool(osp.join(CONVERTERS, f'{tool}.py'),
+                           [path, str(tmp_path / 'x.pth'), '--format', 'safetensors'] + extra,
+                           monkeypatch, capsys, expect_ok=False)
+    assert code not in (0, None) and 'does not match the destination' in text
+    assert not (tmp_path / 'x.pth').exists()

@@ -40,7 +40,9 @@ Usage::
 ``--config`` additionally builds the model of that config (on the ``meta``
 device, no memory for weights) and checks keys and shapes strictly before
 anything is written. The destination is checked first and written atomically
-(temporary name + rename), so a failed run leaves no output. Use the
+(temporary name + rename), so a failed run leaves no output. ``--format
+safetensors`` (or a ``.safetensors`` destination) writes the same tensors as a
+``.safetensors`` file, with ``meta`` as JSON in its metadata. Use the
 result as ``load_from`` of the pretraining config (or ``--resume`` is not
 needed), as the encoder source of the transfer configs, or for generation.
 """
@@ -59,7 +61,8 @@ if _ROOT not in sys.path:
 from addp_mm.models.target_generators.mage_predictor import convert_mage_state_dict  # noqa: E402
 from addp_mm.models.tokenizers.vqgan import convert_vqgan_state_dict  # noqa: E402
 from addp_mm.utils.checkpoint import CheckpointError, load_external_state_dict  # noqa: E402
-from addp_mm.utils.outputs import OutputError, atomic_torch_save, check_output_file  # noqa: E402
+from addp_mm.utils.checkpoint_writer import FORMATS, resolve_format, save_converted  # noqa: E402
+from addp_mm.utils.outputs import OutputError, check_output_file  # noqa: E402
 
 #: First key component -> our sub-module, for ADDP's own weights.
 ENCODER_HEADS = ('cls_token', 'pos_embed', 'patch_embed', 'tokenizer_norm', 'blocks', 'norm')
@@ -186,17 +189,20 @@ def convert(src: str) -> Tuple[Dict[str, Tensor], Dict[str, object]]:
     return converted, meta
 
 
-def convert_file(src: str, dst: str, config: Optional[str] = None) -> Dict[str, object]:
+def convert_file(src: str, dst: str, config: Optional[str] = None,
+                 fmt: Optional[str] = None) -> Dict[str, object]:
     """Convert ``src``, check it against ``config`` if given, then write ``dst``.
 
-    ``dst`` is checked before the work and written atomically, only after every
-    check passed; on any error nothing is left at ``dst``.
+    ``dst`` is checked before the work and written atomically (``.pth``, or
+    ``.safetensors`` with ``fmt='safetensors'`` or that extension), only after
+    every check passed; on any error nothing is left at ``dst``.
     """
+    fmt = resolve_format(dst, fmt)
     check_output_file(dst, 'destination')
     converted, meta = convert(src)
     if config:
         check_against_config(converted, config)
-    atomic_torch_save(dict(state_dict=converted, meta=meta), dst)
+    save_converted(converted, meta, dst, fmt)
     return meta
 
 
@@ -222,11 +228,13 @@ def main() -> None:
     parser.add_argument('src', help='official addp-vit-{base,large}-16.pth')
     parser.add_argument('dst', help='output path of the addp_mm checkpoint')
     parser.add_argument('--config', help='also check keys/shapes against this config\'s model')
+    parser.add_argument('--format', choices=FORMATS, default=None,
+                        help='output format (default: from the extension of DST, else pth)')
     args = parser.parse_args()
     if args.config and not osp.isfile(args.config):
         raise SystemExit(f'error: config file not found: {args.config!r}')
     try:
-        meta = convert_file(args.src, args.dst, args.config)
+        meta = convert_file(args.src, args.dst, args.config, args.format)
     except (CheckpointError, OutputError) as err:
         raise SystemExit(f'error: {err}')
     print(f'converted {meta["num_source_keys"]} keys: {meta["num_loaded"]} loaded, '

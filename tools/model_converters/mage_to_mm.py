@@ -22,6 +22,8 @@ loads its own file. ``--compare-vqgan`` reports whether that copy equals a
 given tokenizer file. Missing keys, shape mismatches or unexpected keys that
 are not documented as unused make the tool exit with status 1. The destination
 is checked before the work and written atomically (temporary name + rename).
+``--format safetensors`` (or a ``.safetensors`` destination) writes the same
+tensors as a ``.safetensors`` file, with ``meta`` as JSON in its metadata.
 """
 import argparse
 import os.path as osp
@@ -65,7 +67,7 @@ def compare_vqgan(mage_sd: dict, vqgan_path: str) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('src', help='official MAGE file, e.g. mage-vitb-1600.pth')
-    parser.add_argument('dst', help='output mmengine checkpoint (.pth)')
+    parser.add_argument('dst', help='output mmengine checkpoint (.pth or .safetensors)')
     parser.add_argument('--config', default=DEFAULT_CONFIG,
                         help='config holding the token_predictor dict (sizes to check against); '
                         'defaults to configs/_base_/models/mage_vit-base-p16.py')
@@ -76,13 +78,17 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help='prefix added to every output key, e.g. "token_predictor."')
     parser.add_argument('--compare-vqgan', default=None, metavar='VQGAN_FILE',
                         help='report whether the embedded vqgan.* copy equals this tokenizer file')
+    parser.add_argument('--format', choices=('pth', 'safetensors'), default=None,
+                        help='output format (default: from the extension of DST, else pth)')
     args = parser.parse_args(argv)
 
     from addp_mm.models.target_generators.mage_predictor import convert_mage_state_dict
     from addp_mm.utils.checkpoint import (CheckpointError, check_state_dict,
                                           load_external_state_dict)
-    from addp_mm.utils.outputs import OutputError, atomic_torch_save, check_output_file
+    from addp_mm.utils.checkpoint_writer import resolve_format, save_converted
+    from addp_mm.utils.outputs import OutputError, check_output_file
     try:
+        fmt = resolve_format(args.dst, args.format)
         check_output_file(args.dst, 'destination')
         state_dict = load_external_state_dict(args.src, keys=('model', 'state_dict'),
                                               reject_converted=True)
@@ -107,7 +113,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 source_file=osp.basename(args.src), source_prefix=prefix, model=model_cfg,
                 key_prefix=args.add_prefix, dropped_keys=dropped,
                 vqgan_copy='dropped (the tokenizer loads its own checkpoint)')
-    atomic_torch_save({'state_dict': out, 'meta': meta}, args.dst)
+    save_converted(out, meta, args.dst, fmt)
     print(f'wrote {args.dst}')
     return 0
 

@@ -20,6 +20,8 @@ Missing keys, shape mismatches or unexpected keys that are not documented as
 unused make the tool exit with status 1 and name the first offenders. The
 destination is checked before the work and written atomically (temporary name
 + rename).
+``--format safetensors`` (or a ``.safetensors`` destination) writes the same
+tensors as a ``.safetensors`` file, with ``meta`` as JSON in its metadata.
 """
 import argparse
 import os.path as osp
@@ -54,7 +56,7 @@ def build_meta_model(config: str, cfg_key: str) -> torch.nn.Module:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('src', help='official VQGAN file, e.g. vqgan_jax_strongaug.ckpt')
-    parser.add_argument('dst', help='output mmengine checkpoint (.pth)')
+    parser.add_argument('dst', help='output mmengine checkpoint (.pth or .safetensors)')
     parser.add_argument('--config', default=DEFAULT_CONFIG,
                         help='config holding the tokenizer dict (sizes to check against); '
                         'defaults to configs/_base_/models/vqgan_f16_1024.py')
@@ -64,13 +66,17 @@ def main(argv: Optional[List[str]] = None) -> int:
                         '"tokenizer." or "vqgan.")')
     parser.add_argument('--add-prefix', default='',
                         help='prefix added to every output key, e.g. "tokenizer."')
+    parser.add_argument('--format', choices=('pth', 'safetensors'), default=None,
+                        help='output format (default: from the extension of DST, else pth)')
     args = parser.parse_args(argv)
 
     from addp_mm.models.tokenizers.vqgan import VQGAN_UNUSED_PREFIXES, convert_vqgan_state_dict
     from addp_mm.utils.checkpoint import (CheckpointError, check_state_dict,
                                           load_external_state_dict)
-    from addp_mm.utils.outputs import OutputError, atomic_torch_save, check_output_file
+    from addp_mm.utils.checkpoint_writer import resolve_format, save_converted
+    from addp_mm.utils.outputs import OutputError, check_output_file
     try:
+        fmt = resolve_format(args.dst, args.format)
         check_output_file(args.dst, 'destination')
         state_dict = load_external_state_dict(args.src, keys=('state_dict', 'model'),
                                               reject_converted=True)
@@ -89,7 +95,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     meta = dict(converter='tools/model_converters/vqgan_to_mm.py',
                 source_file=osp.basename(args.src), source_prefix=prefix,
                 model=model_cfg, key_prefix=args.add_prefix, dropped_keys=dropped)
-    atomic_torch_save({'state_dict': out, 'meta': meta}, args.dst)
+    save_converted(out, meta, args.dst, fmt)
     print(f'wrote {args.dst}')
     return 0
 
