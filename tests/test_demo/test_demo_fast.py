@@ -30,8 +30,14 @@ def test_report_written_with_every_section(demo):
     for needle in ('## Stages', '## Training losses', 'tokenizer_reconstructions.png',
                    'samples_grid.png', 'denoising_strips.png', 'Margin:', 'coco/bbox_mAP', 'mIoU'):
         assert needle in report, needle
-    for img in ('tokenizer_reconstructions.png', 'samples_grid.png', 'denoising_strips.png'):
+    for img in ('tokenizer_reconstructions.png', 'samples_grid.png', 'denoising_strips.png',
+                'training_losses.png', 'knn_top1.png'):
         assert osp.getsize(osp.join(wd, img)) > 500, img
+        assert f'({img})' in report, img
+    # the kNN monitor ran before the first ADDP update (the reference) and at the end
+    knn = summary['knn']
+    assert [s for s, _ in knn['curve']] == [0, summary['stages']['addp']['iters']]
+    assert knn['random_init'] == knn['curve'][0][1] and 100 / 14 < knn['last'] <= 100
     stages = summary['stages']
     for name in ('tokenizer', 'predictor', 'addp', 'samples', 'transfer_addp', 'transfer_random',
                  'detection_addp', 'detection_random', 'segmentation_addp',
