@@ -74,3 +74,22 @@ def test_config_trains_under_the_codebase_tool(name, codebase, pattern, embedded
     assert 'persistent_workers option needs num_workers > 0' not in log
     assert proc.returncode == 0, log[-4000:]
     assert osp.isfile(osp.join(work, 'iter_2.pth')), os.listdir(work)
+
+
+def test_every_loader_without_workers_turns_persistent_workers_off():
+    """What the codebases' tools need of every config, not only of the ones trained above."""
+    from mmengine.config import Config
+    checked, bad = 0, []
+    for path in sorted(glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)):
+        rel = osp.relpath(path, ROOT)
+        if '_base_' in rel:
+            continue
+        cfg = Config.fromfile(path)
+        for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+            loader = cfg.get(name)
+            if not loader:
+                continue
+            checked += 1
+            if loader.get('num_workers', 0) == 0 and loader.get('persistent_workers') is not False:
+                bad.append(f'{rel}: {name}')
+    assert checked > 20 and not bad, bad
