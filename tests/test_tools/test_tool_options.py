@@ -191,3 +191,16 @@ def test_test_tool_refuses_load_from_in_cfg_options(tmp_path, monkeypatch):
                 f'load_from={tmp_path / "other.pth"}'], monkeypatch)
     assert 'evaluates its CHECKPOINT argument' in _one_line(exc)
     assert not (tmp_path / 'w').exists()
+
+
+# ------------------------------------------------------------- tools/benchmark.py
+def test_benchmark_options_that_do_nothing_are_refused(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(TOOLS)
+    from addp_benchmark.cli import main
+    out = tmp_path / 'bench.md'
+    for argv, expect in ((['frozen', '--out', str(out)], '--out names the file --append'),
+                         (['train', '--img-size', '128'], '--img-size applies to the frozen')):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert expect in _one_line(exc)
+    assert not out.exists()

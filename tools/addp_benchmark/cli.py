@@ -28,6 +28,18 @@ BENCHMARKS: Dict[str, Tuple[Callable, Callable]] = {
 }
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse options that would do nothing, in one line; fill in their defaults."""
+    if args.out is not None and not args.append:
+        raise SystemExit('error: --out names the file --append writes to: add --append or '
+                         'drop --out')
+    if args.img_size is not None and args.benchmark != 'frozen':
+        raise SystemExit(f'error: --img-size applies to the frozen benchmark only; '
+                         f'{args.benchmark} uses the image size of its config: drop --img-size')
+    args.out = args.out or DEFAULT_OUT
+    args.img_size = args.img_size or 256
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     doc = sys.modules[__package__].__doc__  # the package docstring describes every subcommand
     parser = argparse.ArgumentParser(description=doc.split('\n\n')[0],
@@ -37,8 +49,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     for name, (add_args, _) in BENCHMARKS.items():
         p = sub.add_parser(name)
         p.add_argument('--batch-size', '--batch', type=int, default=2)
-        p.add_argument('--img-size', type=int, default=256,
-                       help='frozen only (train/sample use the config\'s size)')
+        p.add_argument('--img-size', type=int, default=None,
+                       help='frozen only, default 256 (train/sample use the config\'s size)')
         p.add_argument('--warmup', type=int, default=1 if name != 'frozen' else 2)
         p.add_argument('--runs', '--repeat', type=int, default=3 if name != 'frozen' else 5)
         p.add_argument('--full-runs', type=int, default=1,
@@ -49,10 +61,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads')
         p.add_argument('--device', default='cpu')
         p.add_argument('--append', action='store_true', help='append the table to --out')
-        p.add_argument('--out', default=DEFAULT_OUT, help='markdown file for --append')
+        p.add_argument('--out', default=None,
+                       help=f'markdown file for --append (default {DEFAULT_OUT})')
         p.add_argument('--note', default='', help='free text added under the table')
         add_args(p)
     args = parser.parse_args(argv)
+    check_options(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
