@@ -41,7 +41,7 @@ from addp_mm.engine.strict_loading import KEYS_ALLOWED_TO_DIFFER  # noqa: E402,F
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test (and evaluate) an addp_mm model')
     parser.add_argument('config', help='config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file (.pth or .safetensors) or URL')
     parser.add_argument('--work-dir', help='where the evaluation logs go')
     parser.add_argument('--out', help='dump the raw predictions: a .pkl file (mmpretrain, '
                         'mmdet) or, for mmseg, a folder of prediction PNGs')

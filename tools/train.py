@@ -29,8 +29,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--work-dir', help='where logs and checkpoints go '
                         '(default: work_dirs/<config name>)')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
-                        help='resume from PATH, or from the latest checkpoint in the '
-                        'work dir when given without a value (or as "auto")')
+                        help='resume from PATH (or a URL, downloaded first), or from the latest '
+                        'checkpoint in the work dir when given without a value (or as "auto")')
     parser.add_argument('--amp', action='store_true',
                         help='mixed precision: ADDPAmpOptimWrapper (bf16 where the hardware has '
                         'it, see addp_mm/engine/amp.py) for mmpretrain configs, mmengine '
