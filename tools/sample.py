@@ -204,10 +204,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     # written into <out-dir>.partial (removed if the run fails), then moved into place
     with staged_dirs(args.out_dir) as (staging, ):
         try:
-            out = gen(args.inpaint, num_images=args.num, seed=args.seed, boxes=boxes,
-                      batch_size=args.batch_size, return_steps=args.save_steps, out_dir=staging,
-                      grid_max=args.grid_max, keep_images=False, on_batch=on_batch,
-                      show_progress=True)
+            out = gen(args.inpaint, num_images=None if args.inpaint else args.num,
+                      seed=args.seed, boxes=boxes, batch_size=args.batch_size,
+                      return_steps=args.save_steps, out_dir=staging, grid_max=args.grid_max,
+                      keep_images=False, on_batch=on_batch, show_progress=True)
         except ValueError as err:
             raise SampleError(str(err))
         publish_dir(staging, args.out_dir)

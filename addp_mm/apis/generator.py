@@ -273,7 +273,7 @@ class ADDPGenerator(BaseInferencer):
     # ------------------------------------------------------------------ call
     def __call__(self,
                  inputs: Optional[Sequence[ImageLike]] = None,
-                 num_images: int = 16,
+                 num_images: Optional[int] = None,
                  seed: int = 0,
                  masks: Optional[Sequence] = None,
                  boxes: Optional[Sequence[Sequence[int]]] = None,
@@ -297,7 +297,9 @@ class ADDPGenerator(BaseInferencer):
                 ``[H, W, 3]`` uint8 arrays or ``[3, H, W]`` tensors in [0, 1]);
                 each is resized (shorter side) and centre-cropped to the
                 model size. None = unconditional generation.
-            num_images (int): Samples to draw without inputs. Defaults to 16.
+            num_images (int, optional): Samples to draw without inputs
+                (inpainting writes one image per input: repeat an input for
+                several). Defaults to None (16 samples).
             seed (int): Sample ``i`` uses ``seed + i``. Defaults to 0.
             masks (list, optional): One region mask per image (non-zero =
                 regenerate), of the image's size, the model size or the token
@@ -322,6 +324,11 @@ class ADDPGenerator(BaseInferencer):
         Returns:
             dict: See :meth:`postprocess`; ``num_images`` is always set.
         """
+        if inputs is not None and num_images is not None:
+            raise ValueError('num_images counts unconditional samples; inpainting writes one '
+                             'image per input: drop num_images and repeat an input for several '
+                             'inpaintings of it')
+        num_images = 16 if num_images is None else num_images
         sampler = self.get_sampler(
             num_steps=num_steps, schedule=schedule, choice_temperature=choice_temperature,
             temperature_strategy=temperature_strategy, token_temperature=token_temperature,

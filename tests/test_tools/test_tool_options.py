@@ -204,3 +204,13 @@ def test_benchmark_options_that_do_nothing_are_refused(tmp_path, monkeypatch):
             main(argv)
         assert expect in _one_line(exc)
     assert not out.exists()
+
+
+def test_generator_refuses_num_images_with_inputs(tiny_ckpt, photo):
+    """The Python API says the same as tools/sample.py."""
+    from addp_mm.apis import ADDPGenerator
+    gen = ADDPGenerator(TINY_GEN_CFG, pretrained=tiny_ckpt, device='cpu')
+    with pytest.raises(ValueError, match='num_images counts unconditional samples'):
+        gen([photo], num_images=3, boxes=[(0, 0, 8, 8)], num_steps=1)
+    out = gen([photo, photo], boxes=[(0, 0, 8, 8)], num_steps=1)
+    assert out['num_images'] == 2
