@@ -115,7 +115,7 @@ def init_model(config: Union[str, Config],
     Returns:
         nn.Module: The model in eval mode, with ``cfg`` set to the config.
     """
-    from mmengine.registry import DefaultScope, init_default_scope
+    from .scope import codebase_scope
     cfg = Config.fromfile(config) if isinstance(config, str) else copy.deepcopy(config)
     if kwargs:
         cfg.merge_from_dict({'model': kwargs})
@@ -130,13 +130,8 @@ def init_model(config: Union[str, Config],
                 model_cfg[part]['checkpoint'] = None
     if scope == 'mmpretrain':
         model_cfg.setdefault('data_preprocessor', cfg.get('data_preprocessor', None))
-    previous = DefaultScope.get_current_instance()
-    init_default_scope(scope)
-    try:
+    with codebase_scope(scope):  # the caller's scope is restored afterwards
         model = _registry(scope).build(model_cfg)
-    finally:
-        if previous is not None:
-            init_default_scope(previous.scope_name)
     if checkpoint is not None:
         from addp_mm.utils.checkpoint import load_external_state_dict, load_state_dict_strict
         sd = load_external_state_dict(checkpoint, keys=('state_dict', 'model'))
