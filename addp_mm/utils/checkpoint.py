@@ -127,7 +127,8 @@ def is_safetensors(path: str) -> bool:
         size = osp.getsize(path)
     except OSError:
         return False
-    return len(head) == 9 and head[8:9] == b'{' and 2 <= int.from_bytes(head[:8], 'little') <= size - 8
+    header_len = int.from_bytes(head[:8], 'little') if len(head) == 9 else 0
+    return head[8:9] == b'{' and 2 <= header_len <= size - 8
 
 
 def _safetensors_load(path: str, map_location: Any) -> Dict[str, Tensor]:
