@@ -72,6 +72,9 @@ def check_outputs(scope: str, args, work_dir: str) -> None:
     try:
         if args.out:
             if scope == 'mmseg':
+                if args.out.endswith(('.pkl', '.pickle')):
+                    raise ToolError(f'--out is a folder of prediction PNGs for mmseg configs, '
+                                    f'got the file name {args.out!r}: give a folder')
                 check_output_dir(args.out, '--out')
             else:
                 if not args.out.endswith(('.pkl', '.pickle')):

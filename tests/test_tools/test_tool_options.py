@@ -1,5 +1,6 @@
 """Options that conflict or would do nothing are refused in one line; tools/sample.py names
 what a wrong file is."""
+import glob
 import os.path as osp
 import runpy
 import sys
@@ -214,3 +215,14 @@ def test_generator_refuses_num_images_with_inputs(tiny_ckpt, photo):
         gen([photo], num_images=3, boxes=[(0, 0, 8, 8)], num_steps=1)
     out = gen([photo, photo], boxes=[(0, 0, 8, 8)], num_steps=1)
     assert out['num_images'] == 2
+
+
+def test_test_tool_refuses_a_pkl_out_for_mmseg(tmp_path, monkeypatch):
+    seg_cfg = sorted(glob.glob(osp.join(ROOT, 'configs', 'tests', '*upernet*.py')))[0]
+    ckpt = tmp_path / 'c.pth'
+    torch.save({'state_dict': {}}, ckpt)
+    exc = _run(osp.join(TOOLS, 'test.py'),
+               [seg_cfg, str(ckpt), '--work-dir', str(tmp_path / 'w'), '--out',
+                str(tmp_path / 'preds.pkl')], monkeypatch)
+    assert 'folder of prediction PNGs for mmseg' in _one_line(exc)
+    assert not (tmp_path / 'w').exists() and not (tmp_path / 'preds.pkl').exists()
