@@ -199,3 +199,25 @@ def test_backbone_init_cfg_still_loads_part_of_a_file(tmp_path):
     model.init_weights()
     for k, v in model.state_dict().items():
         assert torch.equal(v, whole[f'backbone.{k}']), k
+
+
+@pytest.mark.e2e
+def test_mmpretrains_own_train_tool_refuses_it_too(tmp_path, embedded_cwd):
+    """What ``mim train`` runs: the config's custom_imports load addp_mm, so the Runner
+    of mmpretrain's own tools/train.py refuses the file before the first iteration."""
+    import importlib
+
+    from helpers.checkout import run_tool
+    tool = osp.join(osp.dirname(importlib.import_module('mmpretrain').__file__), '.mim', 'tools',
+                    'train.py')
+    path = str(tmp_path / 'timm_vit.pth')
+    torch.save(_timm_vit_state_dict(), path)
+    work = tmp_path / 'work'
+    proc = run_tool([tool, CLS_CFG, '--work-dir', str(work), '--cfg-options',
+                     'train_cfg.max_iters=2', f'load_from={path}'], cwd=embedded_cwd,
+                    timeout=600, check=False)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0, log[-3000:]
+    last = log.strip().splitlines()[-1]
+    assert 'CheckpointError' in last and 'does not fit the model' in last, last
+    assert 'Iter(train)' not in log and not list(work.rglob('iter_*.pth'))
