@@ -3,7 +3,7 @@
 addp_mm does not create a registry scope of its own. Algorithms and their parts
 go into mmpretrain's registries; modules meant for dense prediction are also
 registered (the same class object) into mmdet's and mmseg's ``MODELS`` so a bare
-``type='ADDPViTDet'`` resolves under ``default_scope='mmdet'`` or ``'mmseg'``.
+``type='ADDPViTDetBackbone'`` resolves under ``default_scope='mmdet'`` or ``'mmseg'``.
 """
 from typing import Type
 

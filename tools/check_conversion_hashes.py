@@ -11,7 +11,7 @@ Covered: ``tools/model_converters/addp_to_mm.py`` on the official ADDP file,
 the VQGAN and MAGE converters on their official files, the full ADDP model
 loaded from the converted file, and the downstream encoders
 (``ADDPVisionTransformer`` with and without the pretraining norms, with a
-resized position table as the segmentation encoder, ``ADDPViTDet``) loaded from the official and the
+resized position table as the segmentation encoder, ``ADDPViTDetBackbone``) loaded from the official and the
 converted files. Encoder tensors are also hashed without their names (sorted
 hashes per encoder), so a renamed but equal tensor still matches.
 
@@ -50,7 +50,7 @@ def hash_dict(sd: Dict[str, torch.Tensor]) -> Dict[str, str]:
 def _encoders(tmp: str, addp_file: str, converted: str) -> Dict[str, Callable]:
     from helpers.addp import load_fixture
 
-    from addp_mm.models.backbones import ADDPViTDet, ADDPVisionTransformer
+    from addp_mm.models.backbones import ADDPViTDetBackbone, ADDPVisionTransformer
     a = load_fixture()['meta']['config']['addp']
     arch = dict(embed_dims=a['embed_dim'], num_layers=a['depth'], num_heads=a['num_heads'],
                 feedforward_channels=int(a['embed_dim'] * a['mlp_ratio']))
@@ -62,7 +62,7 @@ def _encoders(tmp: str, addp_file: str, converted: str) -> Dict[str, Callable]:
         return ADDPVisionTransformer(arch=arch, patch_size=patch, pretrained=path, **kw)
 
     def det(path, **kw):
-        return ADDPViTDet(arch=det_arch, img_size=size * 2, pretrain_img_size=size,
+        return ADDPViTDetBackbone(arch=det_arch, img_size=size * 2, pretrain_img_size=size,
                           patch_size=patch, window_size=2, pretrained=path, **kw)
 
     return {

@@ -1,5 +1,5 @@
 # Drop-in example: take mmdet's stock Mask R-CNN R-50-FPN 1x config and swap
-# ONLY the backbone (ADDPViTDet) and the neck (ADDPSimpleFPN). Everything else
+# ONLY the backbone (ADDPViTDetBackbone) and the neck (ADDPSimpleFPN). Everything else
 # (data pipeline, heads, SGD 1x schedule) is mmdet's unchanged. This shows the
 # plug-in use; for the ViTDet-style recipe see
 # mask-rcnn_addp-vit-base-p16_simple-fpn_lsj-100e_coco.py.
@@ -14,7 +14,7 @@ pretrained = None
 model = dict(
     backbone=dict(
         _delete_=True,
-        type='ADDPViTDet',
+        type='ADDPViTDetBackbone',
         arch='b',
         img_size=(800, 1333),
         drop_path_rate=0.1,

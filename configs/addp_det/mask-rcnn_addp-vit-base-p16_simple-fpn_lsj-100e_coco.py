@@ -27,7 +27,7 @@ model = dict(
     data_preprocessor=dict(pad_size_divisor=32, batch_augments=batch_augments),
     backbone=dict(
         _delete_=True,
-        type='ADDPViTDet',
+        type='ADDPViTDetBackbone',
         arch='b',
         img_size=image_size,
         pretrain_img_size=256,  # ADDP pretrains at 256 px (16x16 grid)

@@ -1,5 +1,5 @@
 # Tiny CPU config used by the tests (and handy for smoke runs): a 2-block,
-# 32-wide ADDPViTDet (window 2, one global block) + ADDPSimpleFPN + a slim
+# 32-wide ADDPViTDetBackbone (window 2, one global block) + ADDPSimpleFPN + a slim
 # Mask R-CNN on 128 px images of a tiny COCO-format dataset. Not a recipe.
 # Run first: nothing writes data/tiny_coco/: the tests generate it (write_tiny_coco in tests/helpers/detection.py) and pass --cfg-options *.dataset.data_root=...; for a standalone run use configs/demo/mask-rcnn_addp-vit-tiny-p4_simple-fpn_1xb4-150i_synthetic-coco-128px.py
 _base_ = ['../addp_det/_base_/mask-rcnn_addp-vit-tiny_simple-fpn_128px.py']

@@ -39,7 +39,7 @@ def fixture_model_cfg(tokenizer_ckpt: str, predictor_ckpt: str) -> dict:
         type='ADDP',
         data_preprocessor=dict(type='SelfSupDataPreprocessor', mean=[0., 0., 0.],
                                std=[255., 255., 255.], to_rgb=True),
-        backbone=dict(type='ADDPViT', img_size=a['img_size'], patch_size=a['patch_size'],
+        backbone=dict(type='ADDPPretrainEncoder', img_size=a['img_size'], patch_size=a['patch_size'],
                       embed_dims=a['embed_dim'], num_layers=a['depth'], num_heads=a['num_heads'],
                       mlp_ratio=a['mlp_ratio']),
         neck=dict(type='ADDPDecoder', in_channels=a['embed_dim'], embed_dims=a['decoder_embed_dim'],
@@ -56,7 +56,7 @@ def fixture_model_cfg(tokenizer_ckpt: str, predictor_ckpt: str) -> dict:
                              num_heads=tp['num_heads'], decoder_embed_dims=tp['decoder_embed_dim'],
                              decoder_depth=tp['decoder_depth'],
                              decoder_num_heads=tp['decoder_num_heads'], checkpoint=predictor_ckpt),
-        mask_sampler=dict(type='ADDPMaskSampler'))
+        mask_generator=dict(type='ADDPNestedMaskGenerator'))
 
 
 def write_fixture_files(tmp_dir: str) -> Dict[str, str]:

@@ -29,7 +29,7 @@ def test_official_recipe_values(path, epochs, dims, tp_dims, tp_depth):
     assert m.data_preprocessor.mean == [0., 0., 0.] and m.data_preprocessor.std == [255.] * 3
     # ADDP's soft-target loss: mmpretrain's LabelSmoothLoss
     assert m.head.loss == dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')
-    ms = m.mask_sampler
+    ms = m.mask_generator
     assert (ms.ratio_min, ms.ratio_max, ms.ratio_mu, ms.ratio_std, ms.max_offset) == \
         (0.5, 1.0, 0.55, 0.25, 5)
     ow = cfg.optim_wrapper

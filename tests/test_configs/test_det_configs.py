@@ -17,7 +17,7 @@ def test_vitdet_protocol_values(size, decay, dpr, glob, ch):
     assert cfg.default_scope == 'mmdet'
     assert cfg.custom_imports.imports == ['addp_mm']
     bb = cfg.model.backbone
-    assert bb.type == 'ADDPViTDet' and bb.arch == size[0]
+    assert bb.type == 'ADDPViTDetBackbone' and bb.arch == size[0]
     assert tuple(bb.global_attn_indexes) == glob and bb.drop_path_rate == dpr
     assert bb.window_size == 14 and bb.use_rel_pos and tuple(bb.img_size) == (1024, 1024)
     assert cfg.model.neck.type == 'ADDPSimpleFPN' and cfg.model.neck.backbone_channel == ch
@@ -52,9 +52,9 @@ def test_full_base_detector_builds_with_layer_decay():
 
 def test_real_base_checkpoint_keys_all_accounted():
     """The official ViT-B pretraining key list (tests/data/checkpoint_keys) loads into
-    ADDPViTDet-B: encoder keys are used or documented-unused, the rest skipped."""
+    ADDPViTDetBackbone-B: encoder keys are used or documented-unused, the rest skipped."""
     import torch
-    from addp_mm.models.backbones import ADDPViTDet
+    from addp_mm.models.backbones import ADDPViTDetBackbone
     sd = {}
     with open(osp.join(REPO, 'tests/data/checkpoint_keys/addp_vit_base_patch16.txt')) as f:
         for line in f:
@@ -63,7 +63,7 @@ def test_real_base_checkpoint_keys_all_accounted():
             sd[key] = torch.zeros(dims) if key.startswith(('blocks.', 'patch_embed', 'pos_embed',
                                                            'cls_token', 'norm.', 'tokenizer_norm'))\
                 else torch.zeros(1)
-    m = ADDPViTDet(arch='b', img_size=1024)
+    m = ADDPViTDetBackbone(arch='b', img_size=1024)
     rep = m.load_encoder_state_dict(sd, 'addp_vit_base_patch16')
     assert len(rep['loaded']) == 12 * 12 + 2 + 1  # blocks, patch_embed.proj.{w,b}, pos_embed
     assert {k for k, _ in rep['ignored']} == {'cls_token', 'norm.weight', 'norm.bias',

@@ -112,7 +112,7 @@ def test_dense_runs_start_from_the_right_encoder(demo):
     _, summary, _ = demo
     stages = summary['stages']
     enc = load_addp_encoder_state_dict(stages['addp']['checkpoint'])
-    # encoder key -> the same tensor in each dense backbone (ADDPViTDet keeps the encoder's
+    # encoder key -> the same tensor in each dense backbone (ADDPViTDetBackbone keeps the encoder's
     # names; ADDPVisionTransformer, used by UperNet, has mmpretrain's)
     keys = dict(detection={'blocks.0.attn.qkv.weight': 'blocks.0.attn.qkv.weight',
                            'blocks.3.mlp.fc2.weight': 'blocks.3.mlp.fc2.weight'},

@@ -57,12 +57,12 @@ def test_detector_layer_decay_rule():
 
 
 def test_frozen_params_skipped_and_num_layers_checked():
-    from addp_mm.models.backbones import ADDPViTDet
+    from addp_mm.models.backbones import ADDPViTDetBackbone
 
     class Det(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.backbone = ADDPViTDet(arch=dict(embed_dims=16, num_layers=3, num_heads=2),
+            self.backbone = ADDPViTDetBackbone(arch=dict(embed_dims=16, num_layers=3, num_heads=2),
                                        img_size=64, pretrain_img_size=64, window_size=2)
             self.head = torch.nn.Linear(16, 2)
 

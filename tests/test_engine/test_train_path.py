@@ -199,7 +199,7 @@ def test_auto_preset_is_plain_numerics_without_autocast_on_cpu():
     assert not auto.tokenizer._compiled  # 'auto' compiles on CUDA only
     x = images(2, 16)
     g = torch.Generator().manual_seed(5)
-    m_t, m_n = plain.mask_sampler(2, plain.num_tokens, generator=g)
+    m_t, m_n = plain.mask_generator(2, plain.num_tokens, generator=g)
     with torch.no_grad():
         a = plain.forward_train_step(x, m_t, m_n)['loss']
         b = auto.forward_train_step(x, m_t, m_n)['loss']
@@ -235,7 +235,7 @@ def _decoder_inputs(model, n_masked, seed=0):
     B, N = 2, model.num_tokens
     latent = torch.randn(B, N + 1, model.backbone.embed_dims, generator=g)
     tokens = torch.randint(0, model.num_codes, (B, N), generator=g)
-    mask = model.mask_sampler.masks_from_noise(torch.rand(B, N, generator=g), n_masked)
+    mask = model.mask_generator.masks_from_noise(torch.rand(B, N, generator=g), n_masked)
     return latent, tokens, mask
 
 
@@ -329,7 +329,7 @@ def test_training_step_reads_nothing_from_the_device():
     x = images(2, 16)
     model.forward_train_step(x)  # the first batch's value-range check reads once, by design
     tracker = _DeviceReads()
-    sampler = model.mask_sampler
+    sampler = model.mask_generator
     draw = type(sampler).__call__
 
     class HostSideSampler(type(sampler)):

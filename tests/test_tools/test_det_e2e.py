@@ -1,4 +1,4 @@
-"""End to end: tiny ADDPViTDet Mask R-CNN trains via tools/train.py, evaluates box
+"""End to end: tiny ADDPViTDetBackbone Mask R-CNN trains via tools/train.py, evaluates box
 and mask AP with CocoMetric via tools/test.py on a tiny COCO-format dataset,
 DetInferencer works, and the mmdet::-inheriting drop-in config trains one iteration."""
 import os.path as osp
@@ -84,7 +84,7 @@ def test_dropin_config_changes_only_backbone_and_neck_and_trains(tiny_coco, tmp_
     cfg = Config.fromfile(DROPIN)
     from mmengine.hub import get_config
     base = get_config('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py')
-    assert cfg.model.backbone.type == 'ADDPViTDet'
+    assert cfg.model.backbone.type == 'ADDPViTDetBackbone'
     assert cfg.model.neck.type == 'ADDPSimpleFPN'
     c, b = _unscoped(cfg.to_dict()), _unscoped(base.to_dict())
     assert set(c) - set(b) == {'custom_imports', 'pretrained'}

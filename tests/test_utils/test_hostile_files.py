@@ -150,7 +150,7 @@ def test_safe_loader(hostile):
 
 
 def test_backbone_pretrained_and_pretrained_init(hostile):
-    from addp_mm.models.backbones import ADDPVisionTransformer, ADDPViTDet
+    from addp_mm.models.backbones import ADDPVisionTransformer, ADDPViTDetBackbone
     from addp_mm.utils.checkpoint import CheckpointError
     kind, path, marker = hostile
     arch = dict(embed_dims=24, num_layers=2, num_heads=4, feedforward_channels=96)
@@ -159,10 +159,10 @@ def test_backbone_pretrained_and_pretrained_init(hostile):
         lambda: ADDPVisionTransformer(arch=arch, img_size=32, patch_size=16,
                                       init_cfg=dict(type='Pretrained', checkpoint=path,
                                                     prefix='backbone.')),
-        lambda: ADDPViTDet(arch=dict(embed_dims=32, num_layers=2, num_heads=2, mlp_ratio=2.),
+        lambda: ADDPViTDetBackbone(arch=dict(embed_dims=32, num_layers=2, num_heads=2, mlp_ratio=2.),
                            img_size=64, pretrain_img_size=32, window_size=2,
                            global_attn_indexes=(1, ), pretrained=path),
-        lambda: ADDPViTDet(arch=dict(embed_dims=32, num_layers=2, num_heads=2, mlp_ratio=2.),
+        lambda: ADDPViTDetBackbone(arch=dict(embed_dims=32, num_layers=2, num_heads=2, mlp_ratio=2.),
                            img_size=64, pretrain_img_size=32, window_size=2,
                            global_attn_indexes=(1, ),
                            init_cfg=dict(type='Pretrained', checkpoint=path)),

@@ -102,7 +102,7 @@ class TrainBench:
         H, W = model.backbone.img_size
         self.images = torch.rand(B, 3, H, W, generator=g).to(device)
         noise = torch.rand(B, N, generator=g)
-        ms = model.mask_sampler
+        ms = model.mask_generator
         self.mask_t = ms.masks_from_noise(noise, max(1, round(args.mask_ratio * N))).to(device)
         self.mask_next = ms.masks_from_noise(noise, max(1, round(args.mask_ratio_next * N))).to(device)
         params = [p for p in model.parameters() if p.requires_grad]
@@ -160,7 +160,7 @@ class SampleBench:
         g = torch.Generator().manual_seed(args.seed)
         self.tokens = torch.randint(0, K, (B, N), generator=g).to(device)
         noise = torch.rand(B, N, generator=g)
-        self.mask = model.mask_sampler.masks_from_noise(noise, N // 2).bool().to(device)
+        self.mask = model.mask_generator.masks_from_noise(noise, N // 2).bool().to(device)
         self.seeds = [args.seed + i for i in range(B)]
         self.num_unknown = torch.full((B, ), N, dtype=torch.long, device=device)
         self.full_name = f'**{args.steps}-step sampling of {B} images**'

@@ -5,7 +5,7 @@ Input (read with ``weights_only=True`` through the project's safe loader):
 * an official ADDP release (``{'model': {...}}``, timm names) or the file
   ``tools/model_converters/addp_to_mm.py`` makes of it;
 * a project checkpoint of the ADDP pretraining model (``backbone.*`` =
-  :class:`~addp_mm.models.backbones.ADDPViT`);
+  :class:`~addp_mm.models.backbones.ADDPPretrainEncoder`);
 * a project checkpoint of a transfer model whose backbone is
   :class:`~addp_mm.models.backbones.ADDPVisionTransformer` (mmpretrain names).
 

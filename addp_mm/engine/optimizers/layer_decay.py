@@ -11,7 +11,7 @@ dispatch on backbone class names). This subclass falls back to
 (``layer_id`` 0 for patch/pos embedding and cls token, ``i + 1`` for block
 ``i``, ``num_layers + 1`` for everything else incl. neck and heads; the BEiT /
 MAE / ViTDet rule) applies to any model whose backbone implements
-``get_layer_depth`` — :class:`~addp_mm.models.backbones.ADDPViTDet`,
+``get_layer_depth`` — :class:`~addp_mm.models.backbones.ADDPViTDetBackbone`,
 :class:`~addp_mm.models.backbones.ADDPVisionTransformer` and mmpretrain's ViTs.
 
 It is registered in mmpretrain's, mmdet's and mmseg's
@@ -58,7 +58,7 @@ class ADDPLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrapperConstru
                     f'layer-wise lr decay needs `get_layer_depth` on the model '
                     f'({type(module).__name__}) or on model.backbone '
                     f'({type(backbone).__name__ if backbone is not None else "missing"}). '
-                    'Use an ADDP backbone (ADDPViTDet / ADDPVisionTransformer) or drop '
+                    'Use an ADDP backbone (ADDPViTDetBackbone / ADDPVisionTransformer) or drop '
                     "constructor='ADDPLayerDecayOptimWrapperConstructor'.")
             expected = self.paramwise_cfg.get('num_layers')
             depth = getattr(backbone, 'num_layers', None)

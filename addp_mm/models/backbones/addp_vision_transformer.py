@@ -11,7 +11,7 @@ References:
     * MAE (https://arxiv.org/abs/2111.06377) for the fine-tuning and linear
       probing protocols, and timm's ``vision_transformer.py``.
 
-The pretraining encoder of ADDP (``addp_mm.models.backbones.ADDPViT``) is a
+The pretraining encoder of ADDP (``addp_mm.models.backbones.ADDPPretrainEncoder``) is a
 plain pre-LN ViT with two extra LayerNorms: ``tokenizer_norm`` on the 257
 input tokens (after the position embedding, before block 0) and the final
 ``norm``. The released fine-tuning model keeps neither: it loads the

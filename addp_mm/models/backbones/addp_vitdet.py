@@ -1,4 +1,4 @@
-"""``ADDPViTDet``: the ADDP encoder as a plain ViTDet backbone (COCO).
+"""``ADDPViTDetBackbone``: the ADDP encoder as a plain ViTDet backbone (COCO).
 
 The blocks keep the timm parameter names of the ADDP pixel encoder
 (``patch_embed.proj``, ``blocks.i.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}``)
@@ -36,7 +36,7 @@ _BLOCK_KEY = re.compile(r'^blocks\.(\d+)\.')
 
 
 @register_model_everywhere
-class ADDPViTDet(BaseModule):
+class ADDPViTDetBackbone(BaseModule):
     """ADDP ViT as a ViTDet backbone (plain, single-scale, stride 16).
 
     Window attention in all blocks except ``global_attn_indexes`` (2, 5, 8, 11
@@ -281,4 +281,4 @@ class ADDPViTDet(BaseModule):
         return tuple(outs)
 
 
-__all__ = ['ADDPViTDet']
+__all__ = ['ADDPViTDetBackbone']

@@ -4,14 +4,14 @@ One training iteration (ADDP paper Fig. 4, reference ``models_addp.py``):
 
 1. ``z0 = VQ-Enc(x0)``: token ids of the clean images (frozen VQGAN, raw [0,1]
    pixels).
-2. Two nested masks ``m_t ⊆ m_{t+1}`` (:class:`ADDPMaskSampler`).
+2. Two nested masks ``m_t ⊆ m_{t+1}`` (:class:`ADDPNestedMaskGenerator`).
 3. The frozen token predictor runs twice: on ``z0`` masked by ``m_{t+1}``
    (probabilities ``P_next``) and by ``m_t`` (``P_t``, the training target).
 4. Token-to-pixel decoding: ``x_t = VQ-Dec(where(m_t, P_next @ codebook,
    codebook[z0]))``; soft (expected) embeddings at unreliable positions, hard
    codebook entries elsewhere.
 5. ``x_t`` is clamped to [0,1], ImageNet-normalised and encoded by
-   :class:`~addp_mm.models.backbones.ADDPViT` (all 257 tokens, no dropping).
+   :class:`~addp_mm.models.backbones.ADDPPretrainEncoder` (all 257 tokens, no dropping).
 6. :class:`~addp_mm.models.necks.ADDPDecoder` replaces the cls slot and the masked slots by a mask
    token, appends embeddings of the reliable ground-truth tokens and predicts
    logits over the whole vocabulary with an MLM head tied to the *detached*
@@ -45,7 +45,7 @@ from addp_mm.models.utils.performance import PRESETS, configure_performance
 from addp_mm.registry import register_model
 from addp_mm.utils.pixels import IMAGENET_MEAN, IMAGENET_STD, unit_rgb_preprocessor
 from addp_mm.utils.precision import AUTO, LazyCompiled
-from . import mask_schedule  # noqa: F401  (registers ADDPMaskSampler)
+from . import mask_schedule  # noqa: F401  (registers ADDPNestedMaskGenerator)
 
 
 def _ckpt_path(cfg_or_module: Union[dict, nn.Module]) -> Optional[str]:
@@ -138,7 +138,7 @@ class ADDP(BaseSelfSupervisor):
     """ADDP pretraining algorithm (see the module docstring).
 
     Args:
-        backbone (dict): :class:`ADDPViT` config.
+        backbone (dict): :class:`ADDPPretrainEncoder` config.
         neck (dict): :class:`ADDPDecoder` config (``num_tokens``/``num_codes``
             are filled in from the encoder grid / tokenizer when absent).
         head (dict): :class:`ADDPLossHead` config.
@@ -148,7 +148,7 @@ class ADDP(BaseSelfSupervisor):
             (predictor dropout active while making ``x_t`` and the target,
             reference ``engine_pretrain.py`` calls ``model.train(True)``); False
             keeps it deterministic.
-        mask_sampler (dict): :class:`ADDPMaskSampler` config. Defaults to the
+        mask_generator (dict): :class:`ADDPNestedMaskGenerator` config. Defaults to the
             official schedule.
         sampler (dict, optional): Generation sampler used by :meth:`predict`.
             Defaults to None.
@@ -184,7 +184,7 @@ class ADDP(BaseSelfSupervisor):
                  head: dict,
                  tokenizer: dict,
                  token_predictor: dict,
-                 mask_sampler: Optional[dict] = None,
+                 mask_generator: Optional[dict] = None,
                  sampler: Optional[dict] = None,
                  pixel_mean: Sequence[float] = IMAGENET_MEAN,
                  pixel_std: Sequence[float] = IMAGENET_STD,
@@ -207,9 +207,9 @@ class ADDP(BaseSelfSupervisor):
                          data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.tokenizer = tokenizer
         self.token_predictor = token_predictor
-        if mask_sampler is None or isinstance(mask_sampler, dict):
-            mask_sampler = dict(dict(type='ADDPMaskSampler'), **(mask_sampler or {}))
-        self.mask_sampler = _build(mask_sampler)
+        if mask_generator is None or isinstance(mask_generator, dict):
+            mask_generator = dict(dict(type='ADDPNestedMaskGenerator'), **(mask_generator or {}))
+        self.mask_generator = _build(mask_generator)
         self.batch_predictor_passes = batch_predictor_passes
         self.sampler = _build(sampler)
         for name, value in (('pixel_mean', pixel_mean), ('pixel_std', pixel_std)):
@@ -234,7 +234,7 @@ class ADDP(BaseSelfSupervisor):
     @property
     def max_visible(self) -> int:
         """The most visible tokens a drawn ``m_t`` leaves (lowest schedule ratio)."""
-        ms = self.mask_sampler
+        ms = self.mask_generator
         cached = self.__dict__.get('_max_visible')
         if cached is not None and cached[0] is ms:
             return cached[1]
@@ -367,7 +367,7 @@ class ADDP(BaseSelfSupervisor):
         Args:
             images (Tensor): Clean images ``[B, 3, H, W]`` in [0, 1].
             mask_t (Tensor, optional): ``[B, N]`` step-t mask (1 = masked).
-                Drawn with the mask sampler when None (then ``mask_t_next``
+                Drawn with the mask generator when None (then ``mask_t_next``
                 must be None too). Defaults to None.
             mask_t_next (Tensor, optional): ``[B, N]`` step-(t+1) mask,
                 ``⊇ mask_t``. Defaults to None.
@@ -387,7 +387,7 @@ class ADDP(BaseSelfSupervisor):
             if mask_t_next is not None:
                 raise ValueError('give both masks or neither')
             # nested by construction; the counts are known on the host (no device reads)
-            mask_t, mask_t_next, n_t, _ = self.mask_sampler(B, N, images.device, generator,
+            mask_t, mask_t_next, n_t, _ = self.mask_generator(B, N, images.device, generator,
                                                             return_counts=True)
             num_visible = N - n_t
             if self.pads_decoder():

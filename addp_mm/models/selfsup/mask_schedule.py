@@ -35,7 +35,7 @@ from torch import Tensor
 from addp_mm.registry import register_model
 
 
-class ADDPMaskSampler:
+class ADDPNestedMaskGenerator:
     """Draw ADDP's nested ``(mask_t, mask_t_next)`` pair (reference ``random_masking``).
 
     Args:
@@ -152,6 +152,6 @@ class ADDPMaskSampler:
         return mask_t, mask_next
 
 
-register_model(ADDPMaskSampler)
+register_model(ADDPNestedMaskGenerator)
 
-__all__ = ['ADDPMaskSampler']
+__all__ = ['ADDPNestedMaskGenerator']

@@ -2,7 +2,7 @@
 
 One reader and one key accounting for every ADDP encoder
 (:class:`~addp_mm.models.backbones.ADDPVisionTransformer` for classification
-and segmentation, :class:`~addp_mm.models.backbones.ADDPViTDet` for
+and segmentation, :class:`~addp_mm.models.backbones.ADDPViTDetBackbone` for
 detection), whichever way the weights are given (``pretrained=``,
 ``init_cfg=dict(type='Pretrained', ...)`` or a list holding such an entry).
 

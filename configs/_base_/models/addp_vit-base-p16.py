@@ -16,7 +16,7 @@ model = dict(
         type='SelfSupDataPreprocessor', mean=[0., 0., 0.], std=[255., 255., 255.], to_rgb=True,
         non_blocking=True),
     backbone=dict(
-        type='ADDPViT', img_size=256, patch_size=16, embed_dims=768, num_layers=12,
+        type='ADDPPretrainEncoder', img_size=256, patch_size=16, embed_dims=768, num_layers=12,
         num_heads=12, mlp_ratio=4., drop_rate=0.1, attn_drop_rate=0.1, tokenizer_drop_rate=0.1),
     neck=dict(
         type='ADDPDecoder', in_channels=768, embed_dims=768, num_layers=8, num_heads=16,
@@ -25,7 +25,7 @@ model = dict(
               loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')),
     tokenizer=_base_.tokenizer,
     token_predictor=_base_.token_predictor,
-    mask_sampler=dict(
-        type='ADDPMaskSampler', ratio_min=0.5, ratio_max=1.0, ratio_mu=0.55, ratio_std=0.25,
+    mask_generator=dict(
+        type='ADDPNestedMaskGenerator', ratio_min=0.5, ratio_max=1.0, ratio_mu=0.55, ratio_std=0.25,
         num_grid=100, max_offset=5),
 )

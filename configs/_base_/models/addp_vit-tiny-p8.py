@@ -25,7 +25,7 @@ model = dict(
     data_preprocessor=dict(
         type='SelfSupDataPreprocessor', mean=[0., 0., 0.], std=[255., 255., 255.], to_rgb=True),
     backbone=dict(
-        type='ADDPViT', img_size=img_size, patch_size=patch_size, embed_dims=32, num_layers=2,
+        type='ADDPPretrainEncoder', img_size=img_size, patch_size=patch_size, embed_dims=32, num_layers=2,
         num_heads=2, mlp_ratio=4., drop_rate=0.1, attn_drop_rate=0.1, tokenizer_drop_rate=0.1),
     neck=dict(
         type='ADDPDecoder', in_channels=32, embed_dims=32, num_layers=2, num_heads=2, mlp_ratio=4.,
@@ -41,7 +41,7 @@ model = dict(
         num_tokens=num_tokens, embed_dims=32, depth=1, num_heads=2, decoder_embed_dims=32,
         decoder_depth=1, decoder_num_heads=2, drop_rate=0.1, fake_class_id=num_codes,
         train_dropout=predictor_train_dropout, checkpoint=predictor_checkpoint),
-    mask_sampler=dict(
-        type='ADDPMaskSampler', ratio_min=0.5, ratio_max=1.0, ratio_mu=0.55, ratio_std=0.25,
+    mask_generator=dict(
+        type='ADDPNestedMaskGenerator', ratio_min=0.5, ratio_max=1.0, ratio_mu=0.55, ratio_std=0.25,
         num_grid=100, max_offset=5),
 )

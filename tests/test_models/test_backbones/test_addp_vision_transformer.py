@@ -251,7 +251,7 @@ def test_init_cfg_list_goes_through_the_key_accounting(fx, official_ckpt):
     """A ``Pretrained`` entry inside an init_cfg list loads through the same
     accounting as ``pretrained=`` (never through mmengine's PretrainedInit);
     the other entries still run."""
-    from addp_mm.models.backbones import ADDPViTDet
+    from addp_mm.models.backbones import ADDPViTDetBackbone
     init_cfg = [dict(type='Pretrained', checkpoint=official_ckpt),
                 dict(type='Constant', layer='LayerNorm', val=0.5, bias=0.)]
     listed = ADDPVisionTransformer(arch=TINY_ARCH, img_size=256, patch_size=16,
@@ -264,7 +264,7 @@ def test_init_cfg_list_goes_through_the_key_accounting(fx, official_ckpt):
         if not k.startswith('ln2.'):
             assert torch.equal(listed.state_dict()[k], v), k
     assert torch.equal(listed.ln2.weight, torch.full((24, ), 0.5))  # the Constant entry ran
-    det = ADDPViTDet(arch=dict(embed_dims=24, num_layers=2, num_heads=4), img_size=512,
+    det = ADDPViTDetBackbone(arch=dict(embed_dims=24, num_layers=2, num_heads=4), img_size=512,
                      pretrain_img_size=256, window_size=4, init_cfg=init_cfg[:1])
     det.init_weights()
     assert {k for k, _ in det.pretrained_report['ignored']} == {

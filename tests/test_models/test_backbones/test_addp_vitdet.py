@@ -1,10 +1,10 @@
-"""ADDPViTDet: shapes at odd sizes, window locality, rel-pos, pos-embed,
+"""ADDPViTDetBackbone: shapes at odd sizes, window locality, rel-pos, pos-embed,
 checkpoint loading with full key accounting, clear errors."""
 import pytest
 import torch
 from helpers.detection import make_encoder_sd, save_official, save_ours
 
-from addp_mm.models.backbones import ADDPViTDet
+from addp_mm.models.backbones import ADDPViTDetBackbone
 from addp_mm.utils.checkpoint import CheckpointError
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -17,7 +17,7 @@ def tiny(**kw):
                global_attn_indexes=(1, 3), drop_path_rate=0.1)
     cfg.update(kw)
     torch.manual_seed(0)
-    m = ADDPViTDet(**cfg)
+    m = ADDPViTDetBackbone(**cfg)
     m.init_weights()
     return m.eval()
 
@@ -103,7 +103,7 @@ def test_load_addp_checkpoint_every_key_accounted(tmp_path, fmt):
     sd = make_encoder_sd(embed_dims=32, depth=4, grid=4)
     path = str(tmp_path / f'{fmt}.pth')
     (save_ours if fmt == 'ours' else save_official)(sd, path)
-    m = ADDPViTDet(arch=TINY, img_size=128, pretrain_img_size=64, window_size=3,
+    m = ADDPViTDetBackbone(arch=TINY, img_size=128, pretrain_img_size=64, window_size=3,
                    global_attn_indexes=(1, 3), pretrained=path)
     m.init_weights()
     rep = m.pretrained_report
@@ -127,7 +127,7 @@ def test_load_resizes_pos_embed_and_keeps_tokenizer_norm(tmp_path):
     from mmpretrain.models.utils import resize_pos_embed
     sd = make_encoder_sd(embed_dims=32, depth=4, grid=4)
     path = save_ours(sd, str(tmp_path / 'c.pth'))
-    m = ADDPViTDet(arch=TINY, img_size=128, pretrain_img_size=96, window_size=3,
+    m = ADDPViTDetBackbone(arch=TINY, img_size=128, pretrain_img_size=96, window_size=3,
                    global_attn_indexes=(1, 3), use_tokenizer_norm=True,
                    init_cfg=dict(type='Pretrained', checkpoint=path))
     m.init_weights()
@@ -139,14 +139,14 @@ def test_load_resizes_pos_embed_and_keeps_tokenizer_norm(tmp_path):
 
 def test_embed_dim_mismatch_is_a_clear_error(tmp_path):
     path = save_ours(make_encoder_sd(embed_dims=48, depth=4), str(tmp_path / 'wide.pth'))
-    m = ADDPViTDet(arch=TINY, img_size=128, pretrain_img_size=64, window_size=3, pretrained=path)
+    m = ADDPViTDetBackbone(arch=TINY, img_size=128, pretrain_img_size=64, window_size=3, pretrained=path)
     with pytest.raises(CheckpointError, match=r'embed dim 48.*embed_dims=32'):
         m.init_weights()
 
 
 def test_depth_mismatch_is_a_clear_error(tmp_path):
     path = save_ours(make_encoder_sd(embed_dims=32, depth=3), str(tmp_path / 'shallow.pth'))
-    m = ADDPViTDet(arch=TINY, img_size=128, pretrain_img_size=64, window_size=3, pretrained=path)
+    m = ADDPViTDetBackbone(arch=TINY, img_size=128, pretrain_img_size=64, window_size=3, pretrained=path)
     with pytest.raises(CheckpointError, match=r'3 transformer blocks.*num_layers=4'):
         m.init_weights()
 
@@ -154,10 +154,10 @@ def test_depth_mismatch_is_a_clear_error(tmp_path):
 def test_window_size_not_dividing_without_padding_errors():
     # at construction: 128 px -> 8x8 grid, window 3
     with pytest.raises(ValueError, match=r'window_size=3 does not divide the 8x8.*window_padding'):
-        ADDPViTDet(arch=TINY, img_size=128, pretrain_img_size=64, window_size=3,
+        ADDPViTDetBackbone(arch=TINY, img_size=128, pretrain_img_size=64, window_size=3,
                    window_padding=False)
     # at run time: built for 96 px (6x6 ok), fed 112x96 (7x6)
-    m = ADDPViTDet(arch=TINY, img_size=96, pretrain_img_size=64, window_size=3,
+    m = ADDPViTDetBackbone(arch=TINY, img_size=96, pretrain_img_size=64, window_size=3,
                    global_attn_indexes=(3,), window_padding=False)
     m(torch.randn(1, 3, 96, 96))
     with pytest.raises(ValueError, match=r'window_size=3 does not divide the 7x6 token map'):
@@ -166,14 +166,14 @@ def test_window_size_not_dividing_without_padding_errors():
 
 def test_bad_out_indices_and_arch():
     with pytest.raises(ValueError, match=r'out_indices .* do not exist: \[4\].*num_layers=4'):
-        ADDPViTDet(arch=TINY, img_size=64, pretrain_img_size=64, out_indices=(4,))
+        ADDPViTDetBackbone(arch=TINY, img_size=64, pretrain_img_size=64, out_indices=(4,))
     with pytest.raises(ValueError, match='unknown arch'):
-        ADDPViTDet(arch='xl')
+        ADDPViTDetBackbone(arch='xl')
 
 
 def test_real_size_archs_build_lazily():
     # parameter counts of the real configurations (no forward: keep it cheap)
-    b = ADDPViTDet(arch='b', img_size=1024)
+    b = ADDPViTDetBackbone(arch='b', img_size=1024)
     n = sum(p.numel() for n_, p in b.named_parameters() if 'rel_pos' not in n_)
     D = 768
     block = 4 * D + (3 * D * D + 3 * D) + (D * D + D) + 2 * (4 * D * D) + 4 * D + D
@@ -200,7 +200,7 @@ def test_registered_in_all_codebases():
     from mmpretrain.registry import MODELS as PRE
     from mmseg.registry import MODELS as SEG
     for reg in (DET, SEG, PRE):
-        assert reg.get('ADDPViTDet') is ADDPViTDet
+        assert reg.get('ADDPViTDetBackbone') is ADDPViTDetBackbone
 
 
 def test_sdpa_path_matches_explicit_attention_with_rel_pos():

@@ -30,7 +30,7 @@ def test_vision_transformer_refuses_wrong_types(value):
 
 @pytest.mark.parametrize('value', [{1: 1}, 2.0, '-1'], ids=repr)
 def test_vitdet_refuses_wrong_types(value):
-    from addp_mm.models.backbones import ADDPViTDet
+    from addp_mm.models.backbones import ADDPViTDetBackbone
     arch = dict(embed_dims=32, num_layers=2, num_heads=2, mlp_ratio=2.)
     with pytest.raises(TypeError, match='out_indices must be an int or a list/tuple of ints'):
-        ADDPViTDet(arch=arch, img_size=64, pretrain_img_size=64, out_indices=value)
+        ADDPViTDetBackbone(arch=arch, img_size=64, pretrain_img_size=64, out_indices=value)

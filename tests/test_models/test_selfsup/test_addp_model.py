@@ -84,8 +84,8 @@ def test_every_trainable_param_gets_a_gradient(tiny, full_mask):
         m_n = torch.ones(2, 64)
     else:
         noise = torch.rand(2, 64, generator=torch.Generator().manual_seed(0))
-        m_t = model.mask_sampler.masks_from_noise(noise, 40)
-        m_n = model.mask_sampler.masks_from_noise(noise, 48)
+        m_t = model.mask_generator.masks_from_noise(noise, 40)
+        m_n = model.mask_generator.masks_from_noise(noise, 48)
     out = model.forward_train_step(images, m_t, m_n, return_intermediates=True)
     assert torch.isfinite(out['loss'])
     out['loss'].backward()
@@ -193,8 +193,8 @@ def test_without_reliable_token_conditioning(tiny):
     images = _images()
     noise = torch.rand(2, 64, generator=torch.Generator().manual_seed(1))
     ref = build(tiny)
-    m_t = ref.mask_sampler.masks_from_noise(noise, 40)
-    m_n = ref.mask_sampler.masks_from_noise(noise, 48)
+    m_t = ref.mask_generator.masks_from_noise(noise, 40)
+    m_n = ref.mask_generator.masks_from_noise(noise, 48)
     model = build(tiny, neck=dict(use_reliable_tokens=False))
     # same parameters (checkpoints load either way); two of them are frozen
     assert model.state_dict().keys() == ref.state_dict().keys()
@@ -237,8 +237,8 @@ def test_performance_argument(tiny):
     model.eval()
     fast.eval()
     noise = torch.rand(2, 64, generator=torch.Generator().manual_seed(2))
-    m_t = model.mask_sampler.masks_from_noise(noise, 40)
-    m_n = model.mask_sampler.masks_from_noise(noise, 48)
+    m_t = model.mask_generator.masks_from_noise(noise, 40)
+    m_n = model.mask_generator.masks_from_noise(noise, 48)
     with torch.no_grad():
         a = model.forward_train_step(_images(), m_t, m_n)['loss']
         b = fast.forward_train_step(_images(), m_t, m_n)['loss']
@@ -314,7 +314,7 @@ def test_loss_head_is_label_smoothed_soft_cross_entropy_bitwise():
 
 
 def test_pixel_encoder_pretrained_init_cfg_goes_through_the_key_accounting(tmp_path):
-    """``ADDPViT(init_cfg=dict(type='Pretrained', ...))`` reads an official release
+    """``ADDPPretrainEncoder(init_cfg=dict(type='Pretrained', ...))`` reads an official release
     with the shared encoder reader: every encoder tensor loaded, the rest counted."""
     from helpers.addp import load_fixture
     fx = load_fixture()
@@ -322,7 +322,7 @@ def test_pixel_encoder_pretrained_init_cfg_goes_through_the_key_accounting(tmp_p
     sd = fx['state_dict']['addp']
     path = str(tmp_path / 'official.pth')
     torch.save({'model': dict(sd)}, path)
-    enc = MODELS.build(dict(type='ADDPViT', img_size=a['img_size'], patch_size=a['patch_size'],
+    enc = MODELS.build(dict(type='ADDPPretrainEncoder', img_size=a['img_size'], patch_size=a['patch_size'],
                             embed_dims=a['embed_dim'], num_layers=a['depth'],
                             num_heads=a['num_heads'], mlp_ratio=a['mlp_ratio'],
                             init_cfg=[dict(type='Pretrained', checkpoint=path)]))

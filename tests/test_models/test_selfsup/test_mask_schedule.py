@@ -4,11 +4,11 @@ import math
 import pytest
 import torch
 
-from addp_mm.models.selfsup.mask_schedule import ADDPMaskSampler
+from addp_mm.models.selfsup.mask_schedule import ADDPNestedMaskGenerator
 
 
 def test_grid_and_weights_match_spec():
-    s = ADDPMaskSampler()
+    s = ADDPNestedMaskGenerator()
     r = s.ratios
     assert len(r) == 66
     assert r.dtype == torch.float32
@@ -49,7 +49,7 @@ def test_grid_and_weights_match_spec():
 
 
 def test_masks_nested_one_ratio_per_batch_and_seeded():
-    s = ADDPMaskSampler()
+    s = ADDPNestedMaskGenerator()
     seen_t = set()
     for seed in range(100):
         g = torch.Generator().manual_seed(seed)
@@ -88,7 +88,7 @@ def test_masks_nested_one_ratio_per_batch_and_seeded():
 
 
 def test_global_rng_is_used_without_generator():
-    s = ADDPMaskSampler()
+    s = ADDPNestedMaskGenerator()
     torch.manual_seed(3)
     a = s(2, 64)
     torch.manual_seed(3)
@@ -97,7 +97,7 @@ def test_global_rng_is_used_without_generator():
 
 
 def test_ratio_distribution_matches_weights():
-    s = ADDPMaskSampler()
+    s = ADDPNestedMaskGenerator()
     g = torch.Generator().manual_seed(0)
     n = 4000
     counts = torch.tensor([s.sample_counts(256, g)[0] for _ in range(n)], dtype=torch.float64)
@@ -110,4 +110,4 @@ def test_ratio_distribution_matches_weights():
                                     dict(max_offset=0)])
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError):
-        ADDPMaskSampler(**kwargs)
+        ADDPNestedMaskGenerator(**kwargs)

@@ -16,7 +16,7 @@ import torch
 from helpers.addp import ROOT
 
 import addp_mm  # noqa: F401
-from addp_mm.models.backbones import ADDPViT, ADDPVisionTransformer
+from addp_mm.models.backbones import ADDPPretrainEncoder, ADDPVisionTransformer
 
 torch.set_num_threads(1)
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -55,10 +55,10 @@ def _addp_vit(width, depth, heads, img, patch, seed=0, meta=False):
                   num_heads=heads, drop_rate=0., attn_drop_rate=0., tokenizer_drop_rate=0.)
     if meta:  # real sizes: skip the default init, fill every tensor once
         with torch.device('meta'):
-            enc = ADDPViT(**kwargs)
+            enc = ADDPPretrainEncoder(**kwargs)
         enc = enc.to_empty(device='cpu')
     else:
-        enc = ADDPViT(**kwargs)
+        enc = ADDPPretrainEncoder(**kwargs)
     enc.eval()
     _randomize(enc, seed)
     return enc

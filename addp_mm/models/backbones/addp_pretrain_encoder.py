@@ -1,8 +1,8 @@
-"""``ADDPViT``: the ADDP pixel encoder used in pretraining (reference
+"""``ADDPPretrainEncoder``: the ADDP pixel encoder used in pretraining (reference
 ``models_addp.py``, ``forward_encoder``).
 
 The downstream encoders are :class:`~addp_mm.models.backbones.ADDPVisionTransformer`
-(classification, segmentation) and :class:`~addp_mm.models.backbones.ADDPViTDet`
+(classification, segmentation) and :class:`~addp_mm.models.backbones.ADDPViTDetBackbone`
 (detection); both read this encoder's weights.
 """
 from typing import List, Optional, Sequence, Union
@@ -18,7 +18,7 @@ from addp_mm.registry import register_model
 
 
 @register_model
-class ADDPViT(BaseModule):
+class ADDPPretrainEncoder(BaseModule):
     """The ADDP pixel encoder used in pretraining.
 
     ``patch_embed`` → ``+ pos_embed`` (learned, cls row 0) → prepend
@@ -136,4 +136,4 @@ class ADDPViT(BaseModule):
         return self.norm(x)
 
 
-__all__ = ['ADDPViT']
+__all__ = ['ADDPPretrainEncoder']
