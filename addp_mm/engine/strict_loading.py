@@ -8,12 +8,14 @@ the key accounting of :func:`addp_mm.utils.checkpoint.check_state_dict`,
 before any weight is copied and before training or testing starts:
 
 * ``Runner.load_checkpoint``, which serves ``load_from`` and ``Runner.resume``
-  (``--resume``) in every runner of the process, whichever tool builds it
+  (``--resume``), in every runner whose config imports addp_mm or whose
+  model holds a module of addp_mm, whichever tool builds it
   (``tools/train.py``, ``mim train``, the codebases' own tools). The check
   runs from the ``after_load_checkpoint`` hook point, after the other hooks
   saw the checkpoint, so it checks exactly what would be loaded. A config may
   opt out with ``load_from_strict = False`` (mmengine's behaviour: matching
-  keys load, the rest is reported as warnings).
+  keys load, the rest is reported as warnings). Models of other codebases
+  keep mmengine's non-strict loading unless the config asks for strictness.
 * ``mmengine.runner.load_checkpoint`` on a whole model (an mmengine
   ``BaseModel``) that holds a module of addp_mm: what
   ``mmpretrain.get_model(<ADDP entry>, pretrained=FILE)`` and
@@ -120,8 +122,21 @@ def _fit_hook(runner) -> CheckpointFitHook:
 
 
 def _wants_strict(runner) -> bool:
+    """``load_from_strict`` of the config when set; otherwise strict for a
+    config that imports addp_mm (``custom_imports``) or a model that holds a
+    module of addp_mm. Other codebases' configs keep mmengine's behaviour in a
+    process that imported addp_mm."""
     cfg = getattr(runner, 'cfg', None)
-    return bool(cfg.get('load_from_strict', True)) if cfg is not None else True
+    explicit = cfg.get('load_from_strict') if cfg is not None else None
+    if explicit is not None:
+        return bool(explicit)
+    return _imports_addp(cfg) or _holds_addp_module(_unwrap(runner.model))
+
+
+def _imports_addp(cfg: Any) -> bool:
+    imports = (cfg.get('custom_imports') or {}).get('imports', []) if cfg is not None else []
+    imports = [imports] if isinstance(imports, str) else imports
+    return any(str(name).split('.')[0] == 'addp_mm' for name in imports)
 
 
 def _strict_runner_load(original):

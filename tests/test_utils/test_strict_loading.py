@@ -36,7 +36,10 @@ class Net(torch.nn.Module):
 
 
 def _runner(tmp_path, model, **cfg):
+    """A Runner around ``model``; ``Net`` holds no addp_mm module, so the
+    tests of the check ask for strictness in the config."""
     from mmengine.runner import Runner
+    cfg.setdefault('load_from_strict', True)
     return Runner(model=model, work_dir=str(tmp_path / 'work'), cfg=cfg or None,
                   experiment_name=f'strict_{id(model)}_{tmp_path.name}')
 
@@ -89,6 +92,19 @@ def test_runner_opt_out_loads_the_matching_keys(tmp_path):
     # mmengine's behaviour: the one tensor whose shape matches is copied, the rest skipped
     assert torch.equal(model.head.bias, other.head.bias)
     assert model.head.weight.shape == (2, 4)
+
+
+def test_other_codebases_models_keep_mmengines_loading(tmp_path):
+    """A model without an addp_mm module loads as mmengine loads it (e.g. a
+    COCO detector fine-tuned on other classes), unless its config asks."""
+    model = Net()
+    other = Net(width=5)
+    path = str(tmp_path / 'other.pth')
+    torch.save(other.state_dict(), path)
+    from mmengine.runner import Runner
+    Runner(model=model, work_dir=str(tmp_path / 'work'), cfg=None,
+           experiment_name=f'plain_{tmp_path.name}').load_checkpoint(path)
+    assert torch.equal(model.head.bias, other.head.bias)
 
 
 def test_runner_resume_refuses_before_the_optimizer(tmp_path):
