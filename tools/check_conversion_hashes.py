@@ -11,9 +11,9 @@ Covered: ``tools/model_converters/addp_to_mm.py`` on the official ADDP file,
 the VQGAN and MAGE converters on their official files, the full ADDP model
 loaded from the converted file, and the downstream encoders
 (``ADDPVisionTransformer`` with and without the pretraining norms, with a
-resized position table as the segmentation encoder, ``ADDPViTDetBackbone``) loaded from the official and the
-converted files. Encoder tensors are also hashed without their names (sorted
-hashes per encoder), so a renamed but equal tensor still matches.
+resized position table as the segmentation encoder, ``ADDPViTDetBackbone``) loaded
+from the official and the converted files. Encoder tensors are also hashed without
+their names (sorted hashes per encoder), so a renamed but equal tensor still matches.
 
 Usage::
 
@@ -63,7 +63,7 @@ def _encoders(tmp: str, addp_file: str, converted: str) -> Dict[str, Callable]:
 
     def det(path, **kw):
         return ADDPViTDetBackbone(arch=det_arch, img_size=size * 2, pretrain_img_size=size,
-                          patch_size=patch, window_size=2, pretrained=path, **kw)
+                                  patch_size=patch, window_size=2, pretrained=path, **kw)
 
     return {
         'vit_official': lambda: vit(addp_file),

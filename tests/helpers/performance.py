@@ -44,8 +44,8 @@ def tiny_addp_cfg(**overrides) -> dict:
     cfg = dict(
         type='ADDP',
         require_frozen_checkpoints=False,
-        backbone=dict(type='ADDPPretrainEncoder', img_size=16, patch_size=4, embed_dims=32, num_layers=2,
-                      num_heads=2),
+        backbone=dict(type='ADDPPretrainEncoder', img_size=16, patch_size=4, embed_dims=32,
+                      num_layers=2, num_heads=2),
         neck=dict(type='ADDPDecoder', in_channels=32, embed_dims=32, num_layers=2, num_heads=2,
                   num_classes=10),
         head=dict(type='ADDPLossHead', label_smoothing=0.1),

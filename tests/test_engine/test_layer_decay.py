@@ -63,7 +63,7 @@ def test_frozen_params_skipped_and_num_layers_checked():
         def __init__(self):
             super().__init__()
             self.backbone = ADDPViTDetBackbone(arch=dict(embed_dims=16, num_layers=3, num_heads=2),
-                                       img_size=64, pretrain_img_size=64, window_size=2)
+                                               img_size=64, pretrain_img_size=64, window_size=2)
             self.head = torch.nn.Linear(16, 2)
 
     m = Det()

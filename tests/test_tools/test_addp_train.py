@@ -51,7 +51,7 @@ def _fixed_batch_loss(model, images, n_masks=4):
     with torch.no_grad():
         for s in range(n_masks):
             m_t, m_n = model.mask_generator(images.shape[0], model.num_tokens,
-                                          generator=torch.Generator().manual_seed(100 + s))
+                                            generator=torch.Generator().manual_seed(100 + s))
             losses.append(model.forward_train_step(images, m_t, m_n)['loss'].item())
     return float(np.mean(losses))
 

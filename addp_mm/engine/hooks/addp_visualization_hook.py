@@ -79,7 +79,7 @@ class ADDPVisualizationHook(Hook):
             images = model._as_batch(data['inputs'])[:self.num_images]
             gen = torch.Generator().manual_seed(self.seed + step)
             mask_t, mask_next = model.mask_generator(images.shape[0], model.num_tokens,
-                                                   images.device, gen)
+                                                     images.device, gen)
             out = model.forward_train_step(images, mask_t, mask_next, return_intermediates=True)
             K = model.num_codes
             logits = out['logits'][:, 1:1 + model.num_tokens, :K].float()  # [B, N, K]

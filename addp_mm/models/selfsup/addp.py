@@ -388,7 +388,7 @@ class ADDP(BaseSelfSupervisor):
                 raise ValueError('give both masks or neither')
             # nested by construction; the counts are known on the host (no device reads)
             mask_t, mask_t_next, n_t, _ = self.mask_generator(B, N, images.device, generator,
-                                                            return_counts=True)
+                                                              return_counts=True)
             num_visible = N - n_t
             if self.pads_decoder():
                 pad_to = max(self.max_visible, num_visible)

@@ -25,8 +25,9 @@ model = dict(
     data_preprocessor=dict(
         type='SelfSupDataPreprocessor', mean=[0., 0., 0.], std=[255., 255., 255.], to_rgb=True),
     backbone=dict(
-        type='ADDPPretrainEncoder', img_size=img_size, patch_size=patch_size, embed_dims=32, num_layers=2,
-        num_heads=2, mlp_ratio=4., drop_rate=0.1, attn_drop_rate=0.1, tokenizer_drop_rate=0.1),
+        type='ADDPPretrainEncoder', img_size=img_size, patch_size=patch_size, embed_dims=32,
+        num_layers=2, num_heads=2, mlp_ratio=4., drop_rate=0.1, attn_drop_rate=0.1,
+        tokenizer_drop_rate=0.1),
     neck=dict(
         type='ADDPDecoder', in_channels=32, embed_dims=32, num_layers=2, num_heads=2, mlp_ratio=4.,
         drop_rate=0.1, attn_drop_rate=0.1, num_classes=num_classes),

@@ -265,7 +265,7 @@ def test_init_cfg_list_goes_through_the_key_accounting(fx, official_ckpt):
             assert torch.equal(listed.state_dict()[k], v), k
     assert torch.equal(listed.ln2.weight, torch.full((24, ), 0.5))  # the Constant entry ran
     det = ADDPViTDetBackbone(arch=dict(embed_dims=24, num_layers=2, num_heads=4), img_size=512,
-                     pretrain_img_size=256, window_size=4, init_cfg=init_cfg[:1])
+                             pretrain_img_size=256, window_size=4, init_cfg=init_cfg[:1])
     det.init_weights()
     assert {k for k, _ in det.pretrained_report['ignored']} == {
         'cls_token', 'norm.weight', 'norm.bias', 'tokenizer_norm.weight', 'tokenizer_norm.bias'}

@@ -104,7 +104,7 @@ def test_load_addp_checkpoint_every_key_accounted(tmp_path, fmt):
     path = str(tmp_path / f'{fmt}.pth')
     (save_ours if fmt == 'ours' else save_official)(sd, path)
     m = ADDPViTDetBackbone(arch=TINY, img_size=128, pretrain_img_size=64, window_size=3,
-                   global_attn_indexes=(1, 3), pretrained=path)
+                           global_attn_indexes=(1, 3), pretrained=path)
     m.init_weights()
     rep = m.pretrained_report
     own = set(m.state_dict())
@@ -128,8 +128,8 @@ def test_load_resizes_pos_embed_and_keeps_tokenizer_norm(tmp_path):
     sd = make_encoder_sd(embed_dims=32, depth=4, grid=4)
     path = save_ours(sd, str(tmp_path / 'c.pth'))
     m = ADDPViTDetBackbone(arch=TINY, img_size=128, pretrain_img_size=96, window_size=3,
-                   global_attn_indexes=(1, 3), use_tokenizer_norm=True,
-                   init_cfg=dict(type='Pretrained', checkpoint=path))
+                           global_attn_indexes=(1, 3), use_tokenizer_norm=True,
+                           init_cfg=dict(type='Pretrained', checkpoint=path))
     m.init_weights()
     expect = resize_pos_embed(sd['pos_embed'][:, 1:], (4, 4), (6, 6), 'bicubic', 0)
     assert torch.allclose(m.pos_embed.data, expect, atol=1e-6)
@@ -139,14 +139,16 @@ def test_load_resizes_pos_embed_and_keeps_tokenizer_norm(tmp_path):
 
 def test_embed_dim_mismatch_is_a_clear_error(tmp_path):
     path = save_ours(make_encoder_sd(embed_dims=48, depth=4), str(tmp_path / 'wide.pth'))
-    m = ADDPViTDetBackbone(arch=TINY, img_size=128, pretrain_img_size=64, window_size=3, pretrained=path)
+    m = ADDPViTDetBackbone(arch=TINY, img_size=128, pretrain_img_size=64, window_size=3,
+                           pretrained=path)
     with pytest.raises(CheckpointError, match=r'embed dim 48.*embed_dims=32'):
         m.init_weights()
 
 
 def test_depth_mismatch_is_a_clear_error(tmp_path):
     path = save_ours(make_encoder_sd(embed_dims=32, depth=3), str(tmp_path / 'shallow.pth'))
-    m = ADDPViTDetBackbone(arch=TINY, img_size=128, pretrain_img_size=64, window_size=3, pretrained=path)
+    m = ADDPViTDetBackbone(arch=TINY, img_size=128, pretrain_img_size=64, window_size=3,
+                           pretrained=path)
     with pytest.raises(CheckpointError, match=r'3 transformer blocks.*num_layers=4'):
         m.init_weights()
 
@@ -155,10 +157,10 @@ def test_window_size_not_dividing_without_padding_errors():
     # at construction: 128 px -> 8x8 grid, window 3
     with pytest.raises(ValueError, match=r'window_size=3 does not divide the 8x8.*window_padding'):
         ADDPViTDetBackbone(arch=TINY, img_size=128, pretrain_img_size=64, window_size=3,
-                   window_padding=False)
+                           window_padding=False)
     # at run time: built for 96 px (6x6 ok), fed 112x96 (7x6)
     m = ADDPViTDetBackbone(arch=TINY, img_size=96, pretrain_img_size=64, window_size=3,
-                   global_attn_indexes=(3,), window_padding=False)
+                           global_attn_indexes=(3,), window_padding=False)
     m(torch.randn(1, 3, 96, 96))
     with pytest.raises(ValueError, match=r'window_size=3 does not divide the 7x6 token map'):
         m(torch.randn(1, 3, 112, 96))

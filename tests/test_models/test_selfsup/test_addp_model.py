@@ -322,9 +322,10 @@ def test_pixel_encoder_pretrained_init_cfg_goes_through_the_key_accounting(tmp_p
     sd = fx['state_dict']['addp']
     path = str(tmp_path / 'official.pth')
     torch.save({'model': dict(sd)}, path)
-    enc = MODELS.build(dict(type='ADDPPretrainEncoder', img_size=a['img_size'], patch_size=a['patch_size'],
-                            embed_dims=a['embed_dim'], num_layers=a['depth'],
-                            num_heads=a['num_heads'], mlp_ratio=a['mlp_ratio'],
+    enc = MODELS.build(dict(type='ADDPPretrainEncoder', img_size=a['img_size'],
+                            patch_size=a['patch_size'], embed_dims=a['embed_dim'],
+                            num_layers=a['depth'], num_heads=a['num_heads'],
+                            mlp_ratio=a['mlp_ratio'],
                             init_cfg=[dict(type='Pretrained', checkpoint=path)]))
     enc.init_weights()
     rep = enc.pretrained_report
