@@ -58,19 +58,28 @@ def test_random_state_round_trip_through_a_safe_checkpoint(tmp_path):
 
 
 # ------------------------------------------------------------ in-process runner
+class _ToyAugment:
+    """Augmentation from NumPy, Python's random and torch (drawn where the data is loaded)."""
+
+    def __call__(self, results):
+        x = torch.full((4, ), float(results['idx'])) + float(np.random.rand()) + random.random()
+        return dict(inputs=x + torch.rand(1))
+
+
 class _ToyData(torch.utils.data.Dataset):
-    """Augmentation from NumPy and Python's random (drawn where the data is loaded)."""
+
+    def __init__(self):
+        self.pipeline = _ToyAugment()
 
     def __len__(self):
         return 12
 
     def __getitem__(self, i):
-        x = torch.full((4, ), float(i)) + float(np.random.rand()) + random.random()
-        return dict(inputs=x)
+        return self.pipeline(dict(idx=i))
 
 
 def _toy_runner(work_dir, by_epoch, max_len, ckpt_interval, hooks=True, extra_hooks=None,
-                resume_from=None, max_keep=-1):
+                resume_from=None, max_keep=-1, workers=0):
     from mmengine.model import BaseModel
     from mmengine.runner import Runner
 
@@ -97,7 +106,8 @@ def _toy_runner(work_dir, by_epoch, max_len, ckpt_interval, hooks=True, extra_ho
         def compute_metrics(self, results):
             return dict(m=float(np.mean(results)))
 
-    loader = dict(dataset=_ToyData(), batch_size=3, num_workers=0,
+    loader = dict(dataset=_ToyData(), batch_size=3, num_workers=workers,
+                  persistent_workers=workers > 0,
                   sampler=dict(type='DefaultSampler', shuffle=True),
                   collate_fn=dict(type='default_collate'))
     train_cfg = dict(by_epoch=True, max_epochs=max_len, val_interval=1) if by_epoch else \
@@ -161,6 +171,22 @@ def test_runner_resume_is_exact(tmp_path, by_epoch, hooks):
         assert same_weights
     else:
         assert part.losses != after and not same_weights
+
+
+def test_epoch_based_resume_with_persistent_workers_is_exact(tmp_path):
+    """Persistent workers would carry their random states from epoch to epoch
+    while the resumed run starts them afresh: they are reseeded per epoch."""
+    full, part = _LossRecorder(), _LossRecorder()
+    for runner in (_toy_runner(tmp_path / 'a', True, 3, 1, extra_hooks=[full.hook], workers=2),
+                   _toy_runner(tmp_path / 'b', True, 3, 1, extra_hooks=[part.hook], workers=2,
+                               resume_from=str(tmp_path / 'a' / 'epoch_1.pth'))):
+        runner.train()
+        for loop in (runner.train_loop, runner.val_loop):  # stop the persistent workers now
+            it = getattr(loop.dataloader, '_iterator', None)
+            if it is not None:
+                it._shutdown_workers()
+    assert sorted(part.losses) == list(range(5, 13))
+    assert part.losses == {i: full.losses[i] for i in part.losses}
 
 
 def test_load_from_leaves_random_states_alone(tmp_path):

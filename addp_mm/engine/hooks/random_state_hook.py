@@ -12,7 +12,12 @@ them back at the point where the interrupted run would have gone on:
   same samples, so their random states come out as they were; the replay's
   own draws in the main process (``num_workers=0``) are then overwritten;
 * epoch-based loops: at the start of the next epoch, before its dataloader
-  iterator is created (that draws the workers' base seed from torch).
+  iterator is created (that draws the workers' base seed from torch). With
+  persistent workers, which would carry their states from epoch to epoch while
+  a resumed run starts them afresh, each worker seeds its generators from
+  ``(seed, epoch, rank, worker id)`` before the epoch's first sample (a wrapper
+  around the dataset's pipeline), and the states are restored at the first
+  iteration instead (starting the workers draws from torch once more).
 
 Validation does not move the training stream: the states are put back after
 every validation run, so a run resumed from a checkpoint after which the
@@ -25,6 +30,7 @@ the torch version, and warns on resume when one of them differs (the numbers
 drawn then differ as well). A checkpoint loaded with ``load_from`` (weights
 only) leaves the random states alone.
 """
+import multiprocessing
 import random
 from functools import partial
 from typing import Any, Callable, Dict, Iterator, List, Optional
@@ -111,6 +117,81 @@ class _RestoreAfterReplay:
         return batch
 
 
+class _EpochSeededPipeline:
+    """A dataset's pipeline that, in a dataloader worker, seeds the worker's
+    generators from ``(seed, epoch, rank, worker id)`` before the epoch's first
+    sample. Persistent workers then start every epoch from a known state, as
+    the fresh workers of a resumed run do.
+
+    Args:
+        pipeline (callable): The dataset's pipeline.
+        epoch: Shared ``multiprocessing`` value holding the current epoch.
+        seed (int): The run's seed.
+        rank (int): The process's rank.
+    """
+
+    def __init__(self, pipeline: Callable, epoch: Any, seed: int, rank: int) -> None:
+        self.pipeline = pipeline
+        self._epoch = epoch
+        self._seed = int(seed) % 2**32
+        self._rank = rank
+        self._seen: Optional[int] = None
+
+    def __call__(self, results: dict) -> Any:
+        info = torch.utils.data.get_worker_info()
+        if info is not None and self._epoch.value != self._seen:
+            self._seen = self._epoch.value
+            seed = int(np.random.SeedSequence(
+                [self._seed, self._seen, self._rank, info.id]).generate_state(1)[0])
+            random.seed(seed)
+            np.random.seed(seed)
+            torch.manual_seed(seed)
+        return self.pipeline(results)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith('__') or 'pipeline' not in self.__dict__:
+            raise AttributeError(name)
+        return getattr(self.__dict__['pipeline'], name)
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}({self.pipeline!r})'
+
+
+def _leaf_datasets(dataset: Any) -> Iterator[Any]:
+    """The datasets inside mmengine's dataset wrappers (Concat, Repeat, ...)."""
+    if hasattr(dataset, 'datasets'):
+        for inner in dataset.datasets:
+            yield from _leaf_datasets(inner)
+    elif hasattr(dataset, 'dataset') and not hasattr(dataset, 'pipeline'):
+        yield from _leaf_datasets(dataset.dataset)
+    else:
+        yield dataset
+
+
+def seed_persistent_workers_per_epoch(runner: Any) -> Optional[Any]:
+    """Make persistent dataloader workers reseed at every epoch (epoch-based loops).
+
+    Returns:
+        The shared epoch value to update at each epoch, or None where the
+        train dataloader has no persistent workers (or no pipelines to wrap).
+    """
+    loader = runner.train_dataloader
+    if not (getattr(loader, 'num_workers', 0) and getattr(loader, 'persistent_workers', False)):
+        return None
+    leaves = list(_leaf_datasets(loader.dataset))
+    if not all(callable(getattr(d, 'pipeline', None)) for d in leaves):
+        runner.logger.warning(
+            'persistent dataloader workers and a dataset without a pipeline: the workers are '
+            'not reseeded per epoch, so --resume is not exact for their augmentations')
+        return None
+    epoch = multiprocessing.RawValue('q', -1)
+    for dataset in leaves:
+        if not isinstance(dataset.pipeline, _EpochSeededPipeline):
+            dataset.pipeline = _EpochSeededPipeline(dataset.pipeline, epoch, runner.seed,
+                                                    get_rank())
+    return epoch
+
+
 def _checkpoint_due(runner: Any, by_epoch: bool) -> bool:
     """Whether a checkpoint hook saves at the end of this iteration / epoch."""
     for hook in runner.hooks:
@@ -141,6 +222,8 @@ class ADDPRandomStateHook(Hook):
     def __init__(self) -> None:
         self._pending: Optional[Dict[str, Any]] = None  # to restore after a resume
         self._restore_after_replay = False
+        self._restore_at_first_iter = False
+        self._epoch: Any = None  # shared epoch value of persistent workers
         self._before_val: Optional[Dict[str, Any]] = None
         self._gathered: Optional[List[Dict[str, Any]]] = None
 
@@ -198,31 +281,38 @@ class ADDPRandomStateHook(Hook):
                 runner.logger.warning(
                     f'resuming with {key}={value} where the checkpoint was written with '
                     f'{key}={saved[key]}: the run goes on, but not bit for bit as it would have')
-        if now['num_workers'] and getattr(loader, 'persistent_workers', False) and \
-                not hasattr(runner.train_loop, 'dataloader_iterator'):
-            runner.logger.warning(
-                'epoch-based loop with persistent dataloader workers: their random states carry '
-                'over from epoch to epoch and start afresh after a resume, so the data '
-                'augmentation differs from the uninterrupted run (persistent_workers=False '
-                'resumes exactly)')
 
     def before_train(self, runner) -> None:
+        loop = runner.train_loop
+        iter_based = hasattr(loop, 'dataloader_iterator')
+        if not iter_based:
+            self._epoch = seed_persistent_workers_per_epoch(runner)
         if self._pending is None:
             return
-        loop = runner.train_loop
-        if hasattr(loop, 'dataloader_iterator') and loop.iter > 0:
+        if iter_based and loop.iter > 0:
             # IterBasedTrainLoop replays `iter` batches after before_train_epoch
             loop.dataloader_iterator = _RestoreAfterReplay(loop, loop.iter,
                                                            partial(self._restore, runner))
             self._restore_after_replay = True
+        elif self._epoch is not None:
+            # starting the persistent workers draws their base seed from torch, which the
+            # interrupted run did only once; fetching with workers draws nothing here
+            self._restore_at_first_iter = True
 
     def before_train_epoch(self, runner) -> None:
-        if self._pending is not None and not self._restore_after_replay:
+        if self._epoch is not None:
+            self._epoch.value = runner.epoch
+        if self._pending is not None and not (self._restore_after_replay or
+                                              self._restore_at_first_iter):
+            self._restore(runner)
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        if self._restore_at_first_iter:
             self._restore(runner)
 
     def _restore(self, runner: Any = None) -> None:
         state, self._pending = self._pending, None
-        self._restore_after_replay = False
+        self._restore_after_replay = self._restore_at_first_iter = False
         if state is None:
             return
         missing = restore_random_state(state)
