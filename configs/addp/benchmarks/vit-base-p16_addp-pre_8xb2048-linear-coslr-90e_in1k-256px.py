@@ -13,17 +13,14 @@
 #     distribution). ADDP's decoder never reads the encoder's cls output, hence avg pooling
 #     instead of MAE's default cls token.
 # Run first: put ImageNet under data/imagenet/ and the ADDP-B release at checkpoints/addp-vit-base-16.pth (docs/checkpoints.md: External checkpoints)
-_base_ = ['mmpretrain::_base_/default_runtime.py']
+_base_ = [
+    'mmpretrain::_base_/default_runtime.py',
+    '../../_base_/datasets/imagenet_bs128_addp-finetune-256px.py',  # paths, eval pipeline
+]
 custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
 
-# ----------------------------------------------------------------------------
-# User paths (formats and layouts as in vit-base-p16_addp-pre_8xb128-coslr-100e_in1k-256px.py)
+# User path (ImageNet's paths and layouts: _base_/datasets/imagenet_bs128_addp-finetune-256px.py)
 pretrained_ckpt = 'checkpoints/addp-vit-base-16.pth'
-data_root = 'data/imagenet/'
-train_ann_file = 'meta/train.txt'  # '' for the class-folder layout
-val_ann_file = 'meta/val.txt'  # '' for the class-folder layout
-dataset_type = 'ImageNet'
-# ----------------------------------------------------------------------------
 
 img_size = 256
 num_classes = 1000
@@ -53,55 +50,16 @@ model = dict(
         loss=dict(type='CrossEntropyLoss'),
         init_cfg=[dict(type='TruncNormal', layer='Linear', std=0.01)]))
 
-data_preprocessor = dict(
-    num_classes=num_classes,
-    mean=[123.675, 116.28, 103.53],
-    std=[58.395, 57.12, 57.375],
-    to_rgb=True)
-
+# MAE's linear-probe augmentation only: no RandAugment / random erasing
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='RandomResizedCrop', scale=img_size, backend='pillow', interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='PackInputs'),
 ]
-# 'mmpretrain.' names: mmpretrain's inferencers build this pipeline in the current
-# default scope, which an mmdet or mmseg inferencer may have left set
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='mmpretrain.ResizeEdge', scale=img_size, edge='short', backend='pillow',
-         interpolation='bicubic'),
-    dict(type='mmpretrain.CenterCrop', crop_size=img_size),
-    dict(type='mmpretrain.PackInputs'),
-]
-train_dataloader = dict(
-    batch_size=2048,
-    num_workers=10,
-    persistent_workers=True,
-    pin_memory=True,
-    drop_last=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        data_prefix='train',
-        ann_file=train_ann_file,
-        pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=256,
-    num_workers=10,
-    persistent_workers=True,
-    pin_memory=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        data_prefix='val',
-        ann_file=val_ann_file,
-        pipeline=test_pipeline))
-val_evaluator = dict(type='Accuracy', topk=(1, 5))
+train_dataloader = dict(batch_size=2048, drop_last=True, dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(batch_size=256)
 test_dataloader = val_dataloader
-test_evaluator = val_evaluator
 
 base_lr = 6.4  # blr 0.1 x 16384 / 256
 max_epochs = 90
