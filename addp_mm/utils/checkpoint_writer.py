@@ -58,10 +58,26 @@ def save_converted(state_dict: Mapping[str, Tensor], meta: Mapping[str, Any], pa
     if fmt == 'pth':
         atomic_torch_save(dict(state_dict=dict(state_dict), meta=dict(meta)), path)
         return fmt
+    save_safetensors(state_dict, path, {
+        'format': 'pt',
+        META_KEY: json.dumps(dict(meta), default=str, sort_keys=True)
+    })
+    return fmt
+
+
+def save_safetensors(tensors: Mapping[str, Tensor], path: str,
+                     metadata: Optional[Mapping[str, str]] = None) -> None:
+    """Write ``tensors`` as a ``.safetensors`` file at ``path`` atomically.
+
+    Args:
+        tensors (Mapping[str, Tensor]): Flat name -> tensor mapping (copied to
+            contiguous CPU tensors; shared storage is allowed in the input).
+        path (str): Destination.
+        metadata (Mapping[str, str], optional): The file's string metadata.
+            Defaults to None.
+    """
     from safetensors.torch import save
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
-    data = save(tensors, metadata={'format': 'pt',
-                                   META_KEY: json.dumps(dict(meta), default=str, sort_keys=True)})
+    flat = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    data = save(flat, metadata=dict(metadata) if metadata else None)
     with atomic_write(path) as f:
         f.write(data)
-    return fmt

@@ -43,7 +43,6 @@ Usage::
 """
 import argparse
 import json
-import os
 import os.path as osp
 import re
 import sys
@@ -57,6 +56,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from addp_mm.utils.checkpoint import CheckpointError, load_external_state_dict  # noqa: E402
+from addp_mm.utils.checkpoint_writer import save_safetensors  # noqa: E402
 from addp_mm.utils.outputs import (OutputError, atomic_torch_save, atomic_write,  # noqa: E402
                                    check_output_file)
 
@@ -257,29 +257,6 @@ def resolve_format(dst: str, fmt: Optional[str]) -> str:
     return fmt
 
 
-def _atomic_save_safetensors(tensors: Dict[str, Tensor], dst: str, metadata: dict) -> None:
-    """``safetensors.torch.save_file`` to a temporary name beside ``dst``, then
-    rename (an interrupted export leaves no file under ``dst``)."""
-    import tempfile
-
-    from safetensors.torch import save_file
-    folder = osp.dirname(osp.abspath(dst))
-    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(dst)}.', suffix='.tmp', dir=folder)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, 'rb') as f:
-            os.fsync(f.fileno())
-        umask = os.umask(0o022)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # what a plain open() gives (mkstemp gives 0600)
-        os.replace(tmp, dst)
-    except BaseException:
-        if osp.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def sidecar_path(dst: str) -> str:
     """``<dst without extension>.timm.json``."""
     return osp.splitext(dst)[0] + '.timm.json'
@@ -305,7 +282,7 @@ def export(src: str, dst: str, fmt: Optional[str] = None, num_heads: Optional[in
                             for part, n in sorted(dropped.items())},
                    exporter='tools/model_converters/addp_to_timm.py')
     if fmt == 'safetensors':
-        _atomic_save_safetensors(timm_sd, dst, dict(format='pt', timm_model=str(
+        save_safetensors(timm_sd, dst, dict(format='pt', timm_model=str(
             recipe['model_name']), timm_kwargs=json.dumps(kwargs)))
     else:
         atomic_torch_save(timm_sd, dst)
