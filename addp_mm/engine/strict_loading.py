@@ -99,17 +99,28 @@ class CheckpointFitHook(Hook):
     other ``after_load_checkpoint`` hook and before the weights are copied.
 
     Added to a runner by :func:`install_strict_loading` on its first load; it
-    acts only while that load is under way.
+    acts only while that load is under way. A strict load checks the key
+    accounting; a non-strict one only that the file holds a state dict whose
+    entries for the model's keys are tensors (mmengine would fail on anything
+    else with a traceback).
     """
     priority = 'LOWEST'
 
     def __init__(self) -> None:
-        self.pending: Optional[Tuple[str, Sequence[Tuple[str, str]]]] = None
+        self.pending: Optional[Tuple[str, Sequence[Tuple[str, str]], bool]] = None
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        if self.pending is not None:
-            source, revise_keys = self.pending
+        if self.pending is None:
+            return
+        source, revise_keys, strict = self.pending
+        if strict:
             check_checkpoint_fits(runner.model, checkpoint, source, revise_keys)
+            return
+        sd = checkpoint_state_dict(checkpoint, source, revise_keys)
+        for key in _unwrap(runner.model).state_dict():
+            if key in sd and not isinstance(sd[key], torch.Tensor):
+                raise CheckpointError(f'checkpoint {source} is not a state dict of tensors: '
+                                      f'{key!r} holds a {type(sd[key]).__name__}')
 
 
 def _fit_hook(runner) -> CheckpointFitHook:
@@ -144,15 +155,13 @@ def _strict_runner_load(original):
     @functools.wraps(original)
     def load_checkpoint(self, filename, map_location='cpu', strict=False,
                         revise_keys=[(r'^module.', '')]):  # noqa: B006 - mmengine's default
-        hook = _fit_hook(self) if strict or _wants_strict(self) else None
-        if hook is not None:
-            hook.pending = (repr(filename), list(revise_keys))
+        hook = _fit_hook(self)
+        hook.pending = (repr(filename), list(revise_keys), bool(strict or _wants_strict(self)))
         try:
             return original(self, filename, map_location=map_location, strict=strict,
                             revise_keys=revise_keys)
         finally:
-            if hook is not None:
-                hook.pending = None
+            hook.pending = None
 
     load_checkpoint.__addp_strict__ = True
     return load_checkpoint

@@ -256,7 +256,7 @@ class ADDPRandomStateHook(Hook):
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         if not getattr(runner, '_resume', False):
             return  # load_from: weights only
-        saved = checkpoint.get(STATE_KEY)
+        saved = checkpoint.get(STATE_KEY) if isinstance(checkpoint, dict) else None
         if not isinstance(saved, dict) or saved.get('format') != _FORMAT:
             runner.logger.warning(
                 'the checkpoint holds no random states (written without ADDPRandomStateHook): '
