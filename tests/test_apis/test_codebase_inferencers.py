@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from helpers.checkout import REPO_ROOT as ROOT
+from helpers.inferencers import build_initialised, save_for_inferencer
 CLS_CFG = osp.join(ROOT, 'configs', 'tests', 'vit-tiny24-p16_addp-pre_1xb4-2e_demo-64px.py')
 DET_CFG = osp.join(ROOT, 'configs', 'tests', 'mask-rcnn_addp-vit-tiny_simple-fpn_test_coco.py')
 SEG_CFG = osp.join(ROOT, 'configs', 'tests', 'upernet_addp-vit-tiny_test_ade20k-64x64.py')
@@ -32,21 +33,12 @@ def photo():
 
 def _save(model, path, dataset_meta):
     torch.manual_seed(0)
-    torch.save({'state_dict': model.state_dict(), 'meta': {'dataset_meta': dataset_meta}}, path)
-    return path
-
-
-def _build(cfg):
-    from addp_mm.apis import init_model
-    torch.manual_seed(0)
-    model = init_model(cfg)
-    model.init_weights()
-    return model
+    return save_for_inferencer(model, path, dataset_meta)
 
 
 def test_image_classification_inferencer(photo, tmp_path):
     from mmpretrain.apis import ImageClassificationInferencer
-    model = _build(CLS_CFG)
+    model = build_initialised(CLS_CFG)
     with torch.no_grad():
         model.head.fc.bias.zero_()
         model.head.fc.bias[2] = 20.
@@ -60,7 +52,7 @@ def test_image_classification_inferencer(photo, tmp_path):
 
 def test_feature_extractor(photo, tmp_path):
     from mmpretrain.apis import FeatureExtractor
-    model = _build(CLS_CFG)
+    model = build_initialised(CLS_CFG)
     ckpt = _save(model, str(tmp_path / 'cls.pth'), dict(classes=['a', 'b', 'c', 'd']))
     feats = FeatureExtractor(CLS_CFG, pretrained=ckpt, device='cpu')(photo)[0]
     feat = feats[-1] if isinstance(feats, (list, tuple)) else feats
@@ -75,7 +67,7 @@ def test_feature_extractor(photo, tmp_path):
     with torch.no_grad():
         ref = model.eval().backbone((x - mean) / std)[-1][0]
     assert torch.allclose(feat, ref, atol=1e-5)
-    other = _build(CLS_CFG)
+    other = build_initialised(CLS_CFG)
     with torch.no_grad():
         other.backbone.pos_embed.add_(torch.randn_like(other.backbone.pos_embed))
     ckpt2 = _save(other, str(tmp_path / 'cls2.pth'), dict(classes=['a', 'b', 'c', 'd']))
@@ -86,7 +78,7 @@ def test_feature_extractor(photo, tmp_path):
 
 def test_det_inferencer(photo, tmp_path):
     from mmdet.apis import DetInferencer
-    model = _build(DET_CFG)
+    model = build_initialised(DET_CFG)
     fc_cls = model.roi_head.bbox_head.fc_cls
     with torch.no_grad():
         fc_cls.bias.zero_()
@@ -111,7 +103,7 @@ def test_det_inferencer(photo, tmp_path):
 def test_mmseg_inferencer(photo, tmp_path):
     from mmseg.apis import MMSegInferencer
     from mmseg.datasets import ADE20KDataset
-    model = _build(SEG_CFG)
+    model = build_initialised(SEG_CFG)
     with torch.no_grad():
         model.decode_head.conv_seg.bias.zero_()
         model.decode_head.conv_seg.bias[7] = 50.

@@ -14,6 +14,7 @@ import sys
 import pytest
 import torch
 from helpers.checkout import REPO_ROOT as ROOT
+from helpers.inferencers import build_initialised, save_for_inferencer
 
 CLS_CFG = osp.join(ROOT, 'configs', 'tests', 'vit-tiny24-p16_addp-pre_1xb4-2e_demo-64px.py')
 DET_CFG = osp.join(ROOT, 'configs', 'tests', 'mask-rcnn_addp-vit-tiny_simple-fpn_test_coco.py')
@@ -70,27 +71,14 @@ print('\nANSWERS ' + json.dumps(answers), flush=True)
 EXPECTED = {'cls': 2, 'feat': [24], 'det': 1, 'seg': [7], 'gen': [64, 64, 3]}
 
 
-def _save(model, path, meta):
-    torch.save({'state_dict': model.state_dict(), 'meta': {'dataset_meta': meta}}, path)
-    return path
-
-
-def _build(cfg):
-    from addp_mm.apis import init_model
-    torch.manual_seed(0)
-    model = init_model(cfg)
-    model.init_weights()
-    return model
-
-
 @pytest.fixture(scope='module')
 def checkpoints(tmp_path_factory):
     """One checkpoint per inferencer, each biased to a known answer."""
     d = tmp_path_factory.mktemp('orders')
     torch.set_num_threads(1)
-    cls = _build(CLS_CFG)
-    det = _build(DET_CFG)
-    seg = _build(SEG_CFG)
+    cls = build_initialised(CLS_CFG)
+    det = build_initialised(DET_CFG)
+    seg = build_initialised(SEG_CFG)
     with torch.no_grad():
         cls.head.fc.bias.zero_()
         cls.head.fc.bias[2] = 20.
@@ -102,11 +90,13 @@ def checkpoints(tmp_path_factory):
     from helpers.generation import save_tiny_addp
     return dict(
         cls_cfg=CLS_CFG, det_cfg=DET_CFG, seg_cfg=SEG_CFG, gen_cfg=GEN_CFG,
-        cls=_save(cls, str(d / 'cls.pth'), dict(classes=['a', 'b', 'c', 'd'])),
-        det=_save(det, str(d / 'det.pth'),
-                  dict(classes=('box', 'disk'), palette=[(220, 20, 60), (0, 0, 230)])),
-        seg=_save(seg, str(d / 'seg.pth'), dict(classes=ADE20KDataset.METAINFO['classes'],
-                                                palette=ADE20KDataset.METAINFO['palette'])),
+        cls=save_for_inferencer(cls, str(d / 'cls.pth'), dict(classes=['a', 'b', 'c', 'd'])),
+        det=save_for_inferencer(det, str(d / 'det.pth'),
+                                dict(classes=('box', 'disk'),
+                                     palette=[(220, 20, 60), (0, 0, 230)])),
+        seg=save_for_inferencer(seg, str(d / 'seg.pth'),
+                                dict(classes=ADE20KDataset.METAINFO['classes'],
+                                     palette=ADE20KDataset.METAINFO['palette'])),
         gen=save_tiny_addp(str(d / 'gen.pth')))
 
 
